@@ -1,0 +1,117 @@
+"""BertConfig: the model hyper-parameters, read from Google's or Hugging Face's JSON."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from .errors import SmallBertError
+
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "tanh")
+
+
+@dataclasses.dataclass
+class BertConfig:
+    """Hyper-parameters of a BERT, field names as in Google's `bert_config.json`.
+
+    `layer_norm_eps` is Hugging Face's name; Google hard-codes 1e-12, the default here.
+    """
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, source: str = "config") -> None:
+        """Raises SmallBertError naming `source` if the values cannot build a model."""
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise SmallBertError(f"{source}: {name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise SmallBertError(
+                f"{source}: hidden_size {self.hidden_size} is not a multiple of "
+                f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise SmallBertError(f"{source}: hidden_act {self.hidden_act!r} is not one of {ACTIVATIONS}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                raise SmallBertError(f"{source}: {name} must be in [0, 1), got {getattr(self, name)!r}")
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "BertConfig":
+        """Builds a config from a Google or Hugging Face dict; keys of neither are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
+                   if k not in values]
+        if missing:
+            raise SmallBertError(f"{source}: missing required key(s) {', '.join(missing)}")
+        kwargs = {k: v for k, v in values.items() if k in known}
+        kwargs.setdefault("intermediate_size", 4 * int(values["hidden_size"]))
+        try:
+            config = cls.__new__(cls)
+            for f in dataclasses.fields(cls):
+                default = f.default
+                setattr(config, f.name, kwargs.get(f.name, default))
+            config.validate(source)
+        except (TypeError, ValueError) as err:
+            raise SmallBertError(f"{source}: {err}") from None
+        return config
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
+        """Reads `bert_config.json` (Google) or `config.json` (Hugging Face)."""
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, "config.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                values = json.load(f)
+        except FileNotFoundError:
+            raise SmallBertError(f"{path}: config file not found") from None
+        except json.JSONDecodeError as err:
+            raise SmallBertError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+        if not isinstance(values, dict):
+            raise SmallBertError(f"{path}: expected a JSON object")
+        return cls.from_dict(values, source=path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The same values with the keys Hugging Face's BertConfig expects."""
+        return {"architectures": ["BertForPreTraining"], "model_type": "bert", **self.to_dict(),
+                "pad_token_id": 0, "position_embedding_type": "absolute"}
+
+    def to_json_file(self, path: str | os.PathLike, hf: bool = True) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_hf_dict() if hf else self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    def num_parameters(self, with_heads: bool = False) -> int:
+        """Parameter count by formula: encoder + pooler (+ MLM transform, output bias and NSP)."""
+        h, i, v = self.hidden_size, self.intermediate_size, self.vocab_size
+        embeddings = (v + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h
+        layer = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 2 * 2 * h
+        pooler = h * h + h
+        total = embeddings + self.num_hidden_layers * layer + pooler
+        if with_heads:
+            total += (h * h + h) + 2 * h + v + (2 * h + 2)
+        return total

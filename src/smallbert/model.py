@@ -1,0 +1,334 @@
+"""BERT in MindSpore: embeddings, post-LN Transformer encoder, pooler, pretraining and classification heads.
+
+Parameter names are Hugging Face's (`bert.encoder.layer.0.attention.self.query.weight`, ...) and Dense weights are
+`[out, in]`, so checkpoints move between the two by name. Every cell computes its matmuls in `compute_dtype`
+(float32, or float16/bfloat16 for mixed precision) while parameters, LayerNorm, softmax and logits stay float32.
+
+Shapes: B = batch, S = sequence length, H = hidden size, A = attention heads, D = H / A, P = masked positions,
+V = vocabulary size.
+"""
+from __future__ import annotations
+
+import math
+
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common import dtype as mstype
+from mindspore.common.initializer import TruncatedNormal, initializer
+
+from .config import BertConfig
+
+
+def truncated_normal(shape: tuple[int, ...], std: float) -> Parameter:
+    """A float32 tensor drawn from N(0, std²) truncated at two standard deviations, as Google initialises."""
+    return initializer(TruncatedNormal(sigma=std, a=-2 * std, b=2 * std), shape, mstype.float32)
+
+
+class Dense(nn.Cell):
+    """y = x Wᵀ + b with W of shape [out, in] (PyTorch layout), computed in `compute_dtype`."""
+
+    def __init__(self, in_features: int, out_features: int, init_std: float, compute_dtype=mstype.float32):
+        super().__init__()
+        self.weight = Parameter(truncated_normal((out_features, in_features), init_std), name="weight")
+        self.bias = Parameter(initializer("zeros", (out_features,), mstype.float32), name="bias")
+        self.compute_dtype = compute_dtype
+        self.matmul = ops.MatMul(transpose_b=True)
+
+    def construct(self, x: Tensor) -> Tensor:
+        """x: [..., in] → [..., out] in compute_dtype."""
+        out_shape = x.shape[:-1] + (self.weight.shape[0],)
+        x2d = x.reshape(-1, x.shape[-1]).astype(self.compute_dtype)
+        y = self.matmul(x2d, self.weight.astype(self.compute_dtype)) + self.bias.astype(self.compute_dtype)
+        return y.reshape(out_shape)
+
+
+class LayerNorm(nn.Cell):
+    """Layer normalisation over the last axis, always computed in float32; returns the input's dtype."""
+
+    def __init__(self, hidden_size: int, eps: float):
+        super().__init__()
+        self.weight = Parameter(initializer("ones", (hidden_size,), mstype.float32), name="weight")
+        self.bias = Parameter(initializer("zeros", (hidden_size,), mstype.float32), name="bias")
+        self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+
+    def construct(self, x: Tensor) -> Tensor:
+        y, _, _ = self.layer_norm(x.astype(mstype.float32), self.weight, self.bias)
+        return y.astype(x.dtype)
+
+
+class Embedding(nn.Cell):
+    """A lookup table `weight` [num, dim]."""
+
+    def __init__(self, num: int, dim: int, init_std: float):
+        super().__init__()
+        self.weight = Parameter(truncated_normal((num, dim), init_std), name="weight")
+
+    def construct(self, ids: Tensor) -> Tensor:
+        """ids: int [...] → float32 [..., dim]."""
+        return ops.gather(self.weight, ids, 0)
+
+
+def activation(x: Tensor, name: str) -> Tensor:
+    """Applies `hidden_act` as transformers does (gelu = exact erf form; gelu_new = tanh approximation)."""
+    if name == "gelu":
+        return ops.gelu(x, approximate="none")
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return ops.gelu(x, approximate="tanh")
+    if name == "relu":
+        return ops.relu(x)
+    return ops.tanh(x)
+
+
+class BertEmbeddings(nn.Cell):
+    """word + position + token-type embeddings → LayerNorm → dropout."""
+
+    def __init__(self, config: BertConfig, compute_dtype=mstype.float32):
+        super().__init__()
+        std = config.initializer_range
+        self.word_embeddings = Embedding(config.vocab_size, config.hidden_size, std)
+        self.position_embeddings = Embedding(config.max_position_embeddings, config.hidden_size, std)
+        self.token_type_embeddings = Embedding(config.type_vocab_size, config.hidden_size, std)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
+        self.compute_dtype = compute_dtype
+
+    def construct(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
+        """input_ids, token_type_ids: int32 [B,S] → [B,S,H] in compute_dtype."""
+        seq_length = input_ids.shape[1]
+        positions = self.position_embeddings.weight[:seq_length]
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids) + positions
+        return self.dropout(self.LayerNorm(x)).astype(self.compute_dtype)
+
+
+class BertSelfAttention(nn.Cell):
+    """Multi-head scaled dot-product attention: softmax(QKᵀ/√D + mask) V."""
+
+    def __init__(self, config: BertConfig, compute_dtype=mstype.float32):
+        super().__init__()
+        h, std = config.hidden_size, config.initializer_range
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.head_size
+        self.query = Dense(h, h, std, compute_dtype)
+        self.key = Dense(h, h, std, compute_dtype)
+        self.value = Dense(h, h, std, compute_dtype)
+        self.dropout = nn.Dropout(p=config.attention_probs_dropout_prob)
+        self.scale = 1.0 / math.sqrt(self.head_size)
+        self.scores_matmul = ops.BatchMatMul(transpose_b=True)
+        self.context_matmul = ops.BatchMatMul()
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        """[B,S,H] → [B,A,S,D]."""
+        b, s, _ = x.shape
+        return x.reshape(b, s, self.num_heads, self.head_size).transpose(0, 2, 1, 3)
+
+    def construct(self, hidden_states: Tensor, attention_bias: Tensor) -> Tensor:
+        """hidden_states [B,S,H]; attention_bias float32 [B,1,1,S] (0 keep, -10000 masked) → context [B,S,H]."""
+        q = self.split_heads(self.query(hidden_states))
+        k = self.split_heads(self.key(hidden_states))
+        v = self.split_heads(self.value(hidden_states))
+        scores = self.scores_matmul(q, k).astype(mstype.float32) * self.scale + attention_bias
+        probs = self.dropout(ops.softmax(scores, axis=-1)).astype(v.dtype)
+        context = self.context_matmul(probs, v).transpose(0, 2, 1, 3)
+        b, s = context.shape[0], context.shape[1]
+        return context.reshape(b, s, self.num_heads * self.head_size)
+
+
+class BertResidualOutput(nn.Cell):
+    """dense → dropout → LayerNorm(· + residual); the `output` block after attention and after the FFN."""
+
+    def __init__(self, in_features: int, config: BertConfig, compute_dtype=mstype.float32):
+        super().__init__()
+        self.dense = Dense(in_features, config.hidden_size, config.initializer_range, compute_dtype)
+        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+
+    def construct(self, x: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class BertAttention(nn.Cell):
+    def __init__(self, config: BertConfig, compute_dtype=mstype.float32):
+        super().__init__()
+        setattr(self, "self", BertSelfAttention(config, compute_dtype))  # HF's parameter names say `attention.self`
+        self.output = BertResidualOutput(config.hidden_size, config, compute_dtype)
+
+    def construct(self, hidden_states: Tensor, attention_bias: Tensor) -> Tensor:
+        return self.output(getattr(self, "self")(hidden_states, attention_bias), hidden_states)
+
+
+class BertIntermediate(nn.Cell):
+    def __init__(self, config: BertConfig, compute_dtype=mstype.float32):
+        super().__init__()
+        self.dense = Dense(config.hidden_size, config.intermediate_size, config.initializer_range, compute_dtype)
+        self.hidden_act = config.hidden_act
+
+    def construct(self, x: Tensor) -> Tensor:
+        return activation(self.dense(x), self.hidden_act)
+
+
+class BertLayer(nn.Cell):
+    """One post-LN Transformer block: attention → add & norm → FFN → add & norm."""
+
+    def __init__(self, config: BertConfig, compute_dtype=mstype.float32):
+        super().__init__()
+        self.attention = BertAttention(config, compute_dtype)
+        self.intermediate = BertIntermediate(config, compute_dtype)
+        self.output = BertResidualOutput(config.intermediate_size, config, compute_dtype)
+
+    def construct(self, hidden_states: Tensor, attention_bias: Tensor) -> Tensor:
+        """[B,S,H] → [B,S,H]."""
+        attention_output = self.attention(hidden_states, attention_bias)
+        return self.output(self.intermediate(attention_output), attention_output)
+
+
+class BertEncoder(nn.Cell):
+    def __init__(self, config: BertConfig, compute_dtype=mstype.float32):
+        super().__init__()
+        self.layer = nn.CellList([BertLayer(config, compute_dtype) for _ in range(config.num_hidden_layers)])
+
+    def construct(self, hidden_states: Tensor, attention_bias: Tensor) -> Tensor:
+        for layer in self.layer:
+            hidden_states = layer(hidden_states, attention_bias)
+        return hidden_states
+
+
+class BertPooler(nn.Cell):
+    """tanh(dense(first token)): the sentence representation for NSP and classification."""
+
+    def __init__(self, config: BertConfig, compute_dtype=mstype.float32):
+        super().__init__()
+        self.dense = Dense(config.hidden_size, config.hidden_size, config.initializer_range, compute_dtype)
+
+    def construct(self, sequence_output: Tensor) -> Tensor:
+        """[B,S,H] → [B,H]."""
+        return ops.tanh(self.dense(sequence_output[:, 0]))
+
+
+class BertPreTrainedModel(nn.Cell):
+    """Adds `from_pretrained` / `save_pretrained`, implemented in `smallbert.weights`."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.vocab_file: str | None = None  # remembered by from_pretrained, copied by save_pretrained
+
+    @classmethod
+    def from_pretrained(cls, path: str, **kwargs):
+        """Builds the model from `path/config.json` and loads our `.ckpt` or Hugging Face weights found there."""
+        from .weights import from_pretrained
+
+        return from_pretrained(cls, path, **kwargs)
+
+    def save_pretrained(self, directory: str, vocab_file: str | None = None) -> None:
+        """Writes `config.json`, `model.ckpt` (and `vocab.txt` when known) into `directory`."""
+        from .weights import save_pretrained
+
+        save_pretrained(self, directory, vocab_file=vocab_file)
+
+
+class BertModel(BertPreTrainedModel):
+    """The BERT encoder: (input_ids, token_type_ids, attention_mask) → (sequence_output, pooled_output)."""
+
+    def __init__(self, config: BertConfig, compute_dtype=mstype.float32, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config, compute_dtype)
+        self.encoder = BertEncoder(config, compute_dtype)
+        self.pooler = BertPooler(config, compute_dtype) if add_pooling_layer else None
+
+    def construct(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
+                  attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """input_ids, token_type_ids, attention_mask (1 = real token): int32 [B,S].
+
+        Returns sequence_output float32 [B,S,H] and pooled_output float32 [B,H].
+        """
+        if token_type_ids is None:
+            token_type_ids = ops.zeros_like(input_ids)
+        if attention_mask is None:
+            attention_mask = ops.ones_like(input_ids)
+        attention_bias = (1.0 - attention_mask.astype(mstype.float32)) * -10000.0
+        attention_bias = attention_bias.reshape(input_ids.shape[0], 1, 1, input_ids.shape[1])
+        sequence_output = self.encoder(self.embeddings(input_ids, token_type_ids), attention_bias)
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else sequence_output[:, 0]
+        return sequence_output.astype(mstype.float32), pooled_output.astype(mstype.float32)
+
+
+def gather_positions(sequence_output: Tensor, positions: Tensor) -> Tensor:
+    """sequence_output [B,S,H], positions int32 [B,P] → the vectors at those positions, [B,P,H]."""
+    b, s, h = sequence_output.shape
+    offsets = (ops.arange(b, dtype=mstype.int32) * s).reshape(b, 1)
+    flat = ops.gather(sequence_output.reshape(b * s, h), (positions + offsets).reshape(-1), 0)
+    return flat.reshape(b, positions.shape[1], h)
+
+
+class BertPredictionHeadTransform(nn.Cell):
+    def __init__(self, config: BertConfig, compute_dtype=mstype.float32):
+        super().__init__()
+        self.dense = Dense(config.hidden_size, config.hidden_size, config.initializer_range, compute_dtype)
+        self.hidden_act = config.hidden_act
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.LayerNorm(activation(self.dense(x), self.hidden_act))
+
+
+class BertLMPredictionHead(nn.Cell):
+    """transform → decoder tied to the word embeddings + output `bias` [V]."""
+
+    def __init__(self, config: BertConfig, compute_dtype=mstype.float32):
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(config, compute_dtype)
+        self.bias = Parameter(initializer("zeros", (config.vocab_size,), mstype.float32), name="bias")
+        self.compute_dtype = compute_dtype
+        self.matmul = ops.MatMul(transpose_b=True)
+
+    def construct(self, x: Tensor, word_embeddings: Tensor) -> Tensor:
+        """x [N,H], word_embeddings [V,H] → float32 logits [N,V]."""
+        h = self.transform(x).astype(self.compute_dtype)
+        logits = self.matmul(h, word_embeddings.astype(self.compute_dtype))
+        return logits.astype(mstype.float32) + self.bias
+
+
+class BertPreTrainingHeads(nn.Cell):
+    def __init__(self, config: BertConfig, compute_dtype=mstype.float32):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config, compute_dtype)
+        self.seq_relationship = Dense(config.hidden_size, 2, config.initializer_range, compute_dtype)
+
+
+class BertForPreTraining(BertPreTrainedModel):
+    """BERT with the masked-LM head (computed only at the masked positions) and the next-sentence head."""
+
+    def __init__(self, config: BertConfig, compute_dtype=mstype.float32):
+        super().__init__(config)
+        self.bert = BertModel(config, compute_dtype)
+        self.cls = BertPreTrainingHeads(config, compute_dtype)
+
+    def construct(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor,
+                  masked_lm_positions: Tensor) -> tuple[Tensor, Tensor]:
+        """input_ids, token_type_ids, attention_mask int32 [B,S]; masked_lm_positions int32 [B,P].
+
+        Returns mlm_logits float32 [B,P,V] and nsp_logits float32 [B,2] (index 1 = "B is a random sentence").
+        """
+        sequence_output, pooled_output = self.bert(input_ids, token_type_ids, attention_mask)
+        masked = gather_positions(sequence_output, masked_lm_positions)
+        b, p, h = masked.shape
+        mlm_logits = self.cls.predictions(masked.reshape(b * p, h), self.bert.embeddings.word_embeddings.weight)
+        nsp_logits = self.cls.seq_relationship(pooled_output).astype(mstype.float32)
+        return mlm_logits.reshape(b, p, -1), nsp_logits
+
+
+class BertForSequenceClassification(BertPreTrainedModel):
+    """BERT → dropout(pooled_output) → linear classifier."""
+
+    def __init__(self, config: BertConfig, num_labels: int = 2, compute_dtype=mstype.float32):
+        super().__init__(config)
+        self.num_labels = num_labels
+        self.bert = BertModel(config, compute_dtype)
+        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
+        self.classifier = Dense(config.hidden_size, num_labels, config.initializer_range, compute_dtype)
+
+    def construct(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """int32 [B,S] each → float32 logits [B,num_labels]."""
+        _, pooled_output = self.bert(input_ids, token_type_ids, attention_mask)
+        return self.classifier(self.dropout(pooled_output)).astype(mstype.float32)
+
+

