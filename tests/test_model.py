@@ -186,3 +186,22 @@ def test_reads_pytorch_bin_without_torch_import(tmp_path):
     read = read_torch_zip(str(tmp_path / "pytorch_model.bin"))
     np.testing.assert_array_equal(read["a.weight"], np.arange(6, dtype=np.float32).reshape(2, 3).T)
     assert read["b"].dtype == np.float16 and read["b"][0] == 1.5 and read["c"][0] == 2.0
+
+
+def test_float16_compute_keeps_float32_parameters_and_outputs(tiny_config):
+    """Mixed precision: matmuls in float16, parameters/LayerNorm/logits in float32, results close to float32."""
+    from mindspore.common import dtype as mstype
+
+    full = BertForPreTraining(tiny_config)
+    half = BertForPreTraining(tiny_config, compute_dtype=mstype.float16)
+    ms.load_param_into_net(half, {p.name: p for p in full.get_parameters()})
+    full.set_train(False)
+    half.set_train(False)
+    assert all(p.dtype == mstype.float32 for p in half.get_parameters())
+    ids = ms.Tensor(np.arange(24, dtype=np.int32).reshape(2, 12) % tiny_config.vocab_size)
+    positions = ms.Tensor(np.array([[1, 2], [3, 4]], np.int32))
+    args = (ids, ms.ops.zeros_like(ids), ms.ops.ones_like(ids), positions)
+    (mlm32, nsp32), (mlm16, nsp16) = full(*args), half(*args)
+    assert mlm16.dtype == mstype.float32 and nsp16.dtype == mstype.float32
+    np.testing.assert_allclose(mlm16.asnumpy(), mlm32.asnumpy(), atol=2e-2)
+    assert not np.array_equal(mlm16.asnumpy(), mlm32.asnumpy())
