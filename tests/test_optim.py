@@ -63,9 +63,10 @@ def test_optimizer_matches_numpy_reference(name):
         grads = {p.name: rng.normal(size=p.shape) for p in params}
         step_fn(tuple(Tensor(grads[p.name].astype(np.float32)) for p in params))
         reference_step(name, expected, grads, state, lr, weight_decay, step)
+    # MindSpore's fused CPU AdamWeightDecay kernel divides with ~1e-5 relative error; a wrongly decayed tensor
+    # would be off by lr * weight_decay * |w| ~ 5e-3 per step, far outside this tolerance.
     for p in params:
-        np.testing.assert_allclose(p.asnumpy(), expected[p.name], rtol=1e-5, atol=1e-6, err_msg=p.name)
-    # The reference without the exclusion would differ on LayerNorm/bias: the test can see a wrong decay set.
+        np.testing.assert_allclose(p.asnumpy(), expected[p.name], rtol=1e-5, atol=2e-5, err_msg=p.name)
     assert int(optimizer.global_step.asnumpy()[0]) == 3
 
 

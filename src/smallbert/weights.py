@@ -152,27 +152,35 @@ def load_weights(model: "BertPreTrainedModel", path: str) -> LoadReport:
     Returns a LoadReport; missing parameters keep their fresh initialisation and are logged as such.
     Raises SmallBertError naming the file and parameter when a shape does not match the config.
     """
+    weights_file = find_weights_file(path)
+    return load_state_dict(model, read_state_dict(weights_file), weights_file)
+
+
+def load_state_dict(model: "BertPreTrainedModel", state: dict[str, np.ndarray], source: str) -> LoadReport:
+    """Assigns {name: array} (our or Hugging Face spellings) to `model`'s parameters, checking every shape.
+
+    `source` names where the arrays came from in errors and warnings. Returns a LoadReport.
+    """
     import mindspore as ms
 
-    weights_file = find_weights_file(path)
     params = {p.name: p for p in model.get_parameters()}
-    state = normalise_names(read_state_dict(weights_file), set(params))
+    state = normalise_names(state, set(params))
     report = LoadReport()
     for name, value in state.items():
         if name in params:
             param = params[name]
             if tuple(value.shape) != tuple(param.shape):
-                raise SmallBertError(f"{weights_file}: {name} has shape {tuple(value.shape)} but the config "
+                raise SmallBertError(f"{source}: {name} has shape {tuple(value.shape)} but the config "
                                      f"needs {tuple(param.shape)}")
             param.set_data(ms.Tensor(np.asarray(value, dtype=np.float32), ms.float32))
         elif not any(name.endswith(suffix) for suffix in IGNORED) and not name.startswith("_"):
             report.unexpected.append(name)
     report.missing = [name for name in params if name not in state]
     if report.missing:
-        logger.warning("%s: %d parameter(s) not in the checkpoint, freshly initialised: %s", weights_file,
+        logger.warning("%s: %d parameter(s) not in the checkpoint, freshly initialised: %s", source,
                        len(report.missing), summarise(report.missing))
     if report.unexpected:
-        logger.warning("%s: %d weight(s) not used by %s: %s", weights_file, len(report.unexpected),
+        logger.warning("%s: %d weight(s) not used by %s: %s", source, len(report.unexpected),
                        type(model).__name__, summarise(report.unexpected))
     return report
 

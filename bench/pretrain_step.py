@@ -1,0 +1,198 @@
+#!/usr/bin/env python
+"""Pretraining step throughput and memory: our graph-mode TrainStep vs transformers' BertForPreTraining.
+
+    python bench/pretrain_step.py --config config/bert_L4_H256.json --batch_size 32 --seq_length 128 --steps 10
+
+Both sides run the same model config, batch, sequence length, masked positions, thread count and step: forward,
+MLM + NSP loss, backward, clip to global norm 1.0, AdamW update. PyTorch runs eager with the MLM head applied to the
+gathered masked positions, as ours does (not the stock `labels=` path that scores every position).
+
+Each framework lives in its own worker process (so peak RSS is its own); the parent alternates single steps
+between them, so load from other processes on the machine hits both alike. Prints median seconds per step,
+sequences/s, the throughput ratio, peak RSS and its ratio, the first-step (compile) time, and achieved GFLOP/s
+against the machine's sgemm peak measured with torch.mm in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_batch(vocab_size: int, batch_size: int, seq_length: int, predictions: int, seed: int = 0):
+    """A pretraining batch (Google's column order) of random ids, full-length sequences."""
+    rng = np.random.default_rng(seed)
+    positions = np.stack([np.sort(rng.choice(np.arange(1, seq_length), predictions, replace=False))
+                          for _ in range(batch_size)]).astype(np.int32)
+    segment_ids = np.zeros((batch_size, seq_length), np.int32)
+    segment_ids[:, seq_length // 2:] = 1
+    return (rng.integers(5, vocab_size, (batch_size, seq_length)).astype(np.int32),
+            np.ones((batch_size, seq_length), np.int32), segment_ids, positions,
+            rng.integers(5, vocab_size, (batch_size, predictions)).astype(np.int32),
+            np.ones((batch_size, predictions), np.float32),
+            rng.integers(0, 2, (batch_size, 1)).astype(np.int32))
+
+
+def train_flops(config, batch_size: int, seq_length: int, predictions: int) -> float:
+    """Matmul FLOPs of one train step: 3 × forward (backward costs two forwards)."""
+    h, i, v, layers = config.hidden_size, config.intermediate_size, config.vocab_size, config.num_hidden_layers
+    tokens = batch_size * seq_length
+    per_layer = 2 * tokens * (4 * h * h + 2 * h * i) + 2 * 2 * batch_size * seq_length * seq_length * h
+    heads = 2 * batch_size * predictions * (h * h + h * v) + 2 * batch_size * (h * h + 2 * h)
+    return 3.0 * (layers * per_layer + heads)
+
+
+def mindspore_worker(args, config, batch):
+    import mindspore as ms
+
+    from smallbert import BertForPreTraining
+    from smallbert.optim import build_optimizer
+    from smallbert.train import BertPreTrainingWithLoss, TrainStep
+
+    ms.set_device("CPU")
+    ms.set_seed(0)
+    model = BertForPreTraining(config)
+    model.set_train(True)
+    net = BertPreTrainingWithLoss(model)
+    step = TrainStep(net, build_optimizer("adamw", net.trainable_params(), 1e-4), max_grad_norm=1.0)
+    tensors = tuple(ms.Tensor(x) for x in batch)
+    return lambda: step.step(*tensors).loss
+
+
+def torch_worker(args, config, batch):
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.BertForPreTraining(transformers.BertConfig(**config.to_hf_dict()))
+    model.train()
+    no_decay = [p for n, p in model.named_parameters() if "LayerNorm" in n or n.endswith("bias")]
+    decay = [p for n, p in model.named_parameters() if not ("LayerNorm" in n or n.endswith("bias"))]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=1e-4, eps=1e-6)
+    input_ids, input_mask, segment_ids, positions, masked_ids, weights, nsp_labels = (
+        torch.from_numpy(x).long() if x.dtype == np.int32 else torch.from_numpy(x) for x in batch)
+
+    def step():
+        sequence_output, pooled = model.bert(input_ids, attention_mask=input_mask, token_type_ids=segment_ids,
+                                             return_dict=False)[:2]
+        gathered = torch.gather(sequence_output, 1, positions.unsqueeze(-1).expand(-1, -1, config.hidden_size))
+        mlm_logits = model.cls.predictions(gathered)
+        nll = torch.nn.functional.cross_entropy(mlm_logits.flatten(0, 1), masked_ids.flatten(), reduction="none")
+        mlm_loss = (nll * weights.flatten()).sum() / (weights.sum() + 1e-5)
+        nsp_loss = torch.nn.functional.cross_entropy(model.cls.seq_relationship(pooled), nsp_labels.flatten())
+        loss = mlm_loss + nsp_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def sgemm_peak_gflops(threads: int) -> float:
+    """Best of a few 2048³ float32 matmuls with torch.mm on `threads` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(5))
+    return 2 * 2048 ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_worker(args) -> None:
+    """Builds one framework's step, reports its first-step time, then runs one step per 'step' line on stdin."""
+    import torch
+
+    torch.set_num_threads(args.threads)  # also the thread count transformers uses; MindSpore uses its own pool
+    from smallbert import BertConfig
+
+    config = BertConfig.from_json_file(args.config)
+    batch = make_batch(config.vocab_size, args.batch_size, args.seq_length, args.predictions)
+    build = mindspore_worker if args.worker == "mindspore" else torch_worker
+    step = build(args, config, batch)
+    first = _timed(step)
+    reply = {"first_step_s": first}
+    print(json.dumps(reply), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "step":
+            start = time.perf_counter()
+            loss = step()
+            print(json.dumps({"s": time.perf_counter() - start, "loss": loss}), flush=True)
+        else:
+            break
+    print(json.dumps({"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=os.path.join(ROOT, "config", "bert_L4_H256.json"))
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--seq_length", type=int, default=128)
+    parser.add_argument("--predictions", type=int, default=20, help="masked positions per sequence")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per framework, after the first")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    parser.add_argument("--worker", choices=("mindspore", "torch"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args)
+        return
+
+    from smallbert import BertConfig
+
+    config = BertConfig.from_json_file(args.config)
+    command = [sys.executable, os.path.abspath(__file__), "--config", args.config, "--batch_size",
+               str(args.batch_size), "--seq_length", str(args.seq_length), "--predictions", str(args.predictions),
+               "--threads", str(args.threads), "--worker"]
+    names = ("mindspore", "torch")
+    workers, first = {}, {}
+    for name in names:  # one at a time, so compile and warm-up do not overlap
+        workers[name] = subprocess.Popen(command + [name], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        first[name] = json.loads(workers[name].stdout.readline())["first_step_s"]
+    times = {name: [] for name in names}
+    for _ in range(args.steps):
+        for name in names:
+            workers[name].stdin.write("step\n")
+            workers[name].stdin.flush()
+            times[name].append(json.loads(workers[name].stdout.readline())["s"])
+    rss = {}
+    for name in names:
+        workers[name].stdin.write("exit\n")
+        workers[name].stdin.flush()
+        rss[name] = json.loads(workers[name].stdout.readline())["peak_rss_gb"]
+        workers[name].wait()
+    peak = sgemm_peak_gflops(args.threads)
+    flops = train_flops(config, args.batch_size, args.seq_length, args.predictions)
+
+    print(f"config {os.path.basename(args.config)}, batch {args.batch_size}, seq {args.seq_length}, "
+          f"{args.predictions} predictions, {args.threads} threads, {args.steps} alternating steps each")
+    print(f"sgemm peak (torch.mm 2048³): {peak:.1f} GFLOP/s; one train step = {flops / 1e9:.1f} GFLOP")
+    median = {name: statistics.median(times[name]) for name in names}
+    for name in names:
+        print(f"{name:9s}  first step {first[name]:6.1f} s | median {median[name]:.3f} s/step "
+              f"(min {min(times[name]):.3f}) | {args.batch_size / median[name]:6.1f} seq/s | "
+              f"{flops / median[name] / 1e9:6.1f} GFLOP/s ({flops / median[name] / 1e9 / peak:.0%} of peak) | "
+              f"peak RSS {rss[name]:.2f} GB")
+    print(f"throughput ratio mindspore/torch: {median['torch'] / median['mindspore']:.2f}x; "
+          f"memory ratio mindspore/torch: {rss['mindspore'] / rss['torch']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Input text → documents (lists of sentences), streamed.
+
+Two kinds of input:
+  * Wikipedia dumps (`.xml`, `.xml.bz2`): run through `wikiextractor` 3.1.0 as a subprocess that
+    writes its JSON lines to our pipe (it parallelizes itself and keeps page order); redirects
+    and empty articles are dropped, entities unescaped, its `formula_N` / `codice_N` placeholders
+    and the empty brackets left by dropped templates removed, and each paragraph split into
+    sentences with `sentencex` (Wikimedia's segmenter, ~300 languages, Rust-backed; chosen over
+    pysbd, blingfire and syntok: on a hand-labelled sample of abbreviations, initials, decimals
+    and quotes it made no boundary error and was the fastest, 25 MB/s; Chinese splits on
+    。！？； and friends).
+  * Anything else: Google's text format, one sentence per line and a blank line between
+    documents (`.gz` / `.bz2` compressed files too). A file's end also ends its last document.
+Undecodable bytes are replaced (U+FFFD, which the tokenizer drops) and counted, never fatal.
+"""
+from __future__ import annotations
+
+import bz2
+import glob
+import gzip
+import html
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from typing import IO, Iterator
+
+from smallbert.errors import SmallBertError
+
+Document = list[str]  # sentences
+WIKI_SUFFIXES = (".xml", ".xml.bz2")
+_PLACEHOLDER = re.compile(r"\b(?:formula|codice)_\d+\b")  # wikiextractor's stand-ins for <math>, <code>
+_EMPTY_BRACKETS = re.compile(r"\(\s*[,;:]?\s*\)|\[\s*\]")  # left where templates were dropped
+_BRACKET_LEAD = re.compile(r"\(\s*[,;:]\s*")  # "(; born 1900)" -> "(born 1900)"
+_SPACES = re.compile(r"[ \t]{2,}")
+
+
+def expand_inputs(patterns: str | list[str]) -> list[str]:
+    """Comma-separated paths or globs → files, in the order given (each glob sorted).
+
+    Raises SmallBertError naming a pattern that matches no file.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    files = []
+    for pattern in (p.strip() for group in patterns for p in group.split(",")):
+        if not pattern:
+            continue
+        matches = sorted(f for f in glob.glob(pattern) if os.path.isfile(f))
+        if not matches:
+            raise SmallBertError(f"{pattern}: no such input file")
+        files.extend(matches)
+    if not files:
+        raise SmallBertError("--input_file: no input given")
+    return files
+
+
+def is_wiki_dump(path: str) -> bool:
+    return path.endswith(WIKI_SUFFIXES)
+
+
+def split_sentences(paragraph: str, language: str = "en") -> list[str]:
+    """The sentences of one paragraph, stripped, empty ones dropped."""
+    import sentencex
+
+    return [s.strip() for s in sentencex.segment(language, paragraph) if s.strip()]
+
+
+def clean_wiki_text(text: str) -> list[str]:
+    """wikiextractor's article text → non-empty paragraphs with its leftovers removed."""
+    text = _PLACEHOLDER.sub("", html.unescape(text))
+    text = _BRACKET_LEAD.sub("(", _EMPTY_BRACKETS.sub("", text))
+    paragraphs = (_SPACES.sub(" ", p).strip() for p in text.split("\n"))
+    return [p for p in paragraphs if p]
+
+
+def _open_binary(path: str) -> IO[bytes]:
+    if path.endswith(".bz2"):
+        return bz2.open(path, "rb")
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def read_text_documents(path: str, counts: Counter) -> Iterator[Document]:
+    """Documents of a Google-format text file. Counts `undecodable_lines` in `counts`."""
+    document: Document = []
+    with _open_binary(path) as f:
+        for raw in f:
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                counts["undecodable_lines"] += 1
+                line = raw.decode("utf-8", "replace")
+            line = line.strip()
+            if line:
+                document.append(line)
+            elif document:
+                yield document
+                document = []
+    if document:
+        yield document
+
+
+def read_wiki_documents(path: str, counts: Counter, language: str = "en", processes: int = 1) -> Iterator[Document]:
+    """Articles of a Wikipedia dump, as sentences; `wikiextractor` runs with `processes` workers.
+
+    Counts `empty_articles` (no text left after extraction) in `counts`. Raises SmallBertError
+    with wikiextractor's last message if it fails.
+    """
+    command = [sys.executable, "-m", "wikiextractor.WikiExtractor", path, "--json", "--output", "-",
+               "--discard_empty", "--quiet", "--processes", str(max(1, processes))]
+    with tempfile.TemporaryFile() as stderr:
+        # Its own session, so that stopping early ends wikiextractor's worker processes too.
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
+        finished = False
+        try:
+            for line in proc.stdout:
+                article = json.loads(line)
+                sentences = [s for p in clean_wiki_text(article["text"]) for s in split_sentences(p, language)]
+                if sentences:
+                    yield sentences
+                else:
+                    counts["empty_articles"] += 1
+            finished = True
+        finally:
+            if not finished:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.stdout.close()
+            proc.wait()
+        if proc.returncode != 0:
+            stderr.seek(0)
+            lines = stderr.read().decode("utf-8", "replace").strip().splitlines()
+            raise SmallBertError(f"{path}: wikiextractor failed: {lines[-1] if lines else proc.returncode}")
+
+
+def read_documents(files: list[str], counts: Counter, language: str = "en", processes: int = 1) -> Iterator[Document]:
+    """Documents of all input files, in order. Counts `input_files` and `empty_input_files`."""
+    for path in files:
+        counts["input_files"] += 1
+        before = counts["documents_read"]
+        reader = (read_wiki_documents(path, counts, language, processes) if is_wiki_dump(path)
+                  else read_text_documents(path, counts))
+        for document in reader:
+            counts["documents_read"] += 1
+            yield document
+        if counts["documents_read"] == before:
+            counts["empty_input_files"] += 1

@@ -1,0 +1,296 @@
+"""The streaming pipeline: input files → documents → chunks → instances → MindRecord shards.
+
+The document stream (see `extract.py`) is cut into chunks of `documents_per_chunk` documents
+(fewer if they reach `MAX_CHUNK_CHARS` characters; a longer document is cut at a sentence
+boundary). Each chunk is turned into its own shard `part-<chunk>.mindrecord` with Google's
+algorithm (`instances.py`) and its own `random.Random(random_seed + (chunk << 32))`, so a chunk's
+shard depends on nothing but its documents, the flags and its index: processes take chunks in
+any order and the output is byte-identical for any `--processes`, and `--num_shards K
+--shard_index I` (chunks with index % K == I) splits the work across machines into the same
+files. At most 2 × processes chunks are in flight, so memory does not grow with the corpus.
+
+Where this differs from Google's `create_pretraining_data.py`, and why:
+  * Google loads the whole corpus, shuffles all documents, draws random next sentences from any
+    document and shuffles all instances: memory grows with the corpus and it runs on one core.
+    Here the document shuffle, the random-next-sentence pool and the instance shuffle span one
+    chunk (1,000 documents by default). The trainer's reader shuffles all rows every epoch.
+    With a single chunk (a corpus of at most `documents_per_chunk` documents) and chunk 0's seed
+    being `random_seed`, the instances are exactly Google's.
+  * A file's end ends its last document (Google lets it run on into the next file).
+  * Output is MindRecord shards plus metadata JSON, not TFRecords.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+from collections import Counter, deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from smallbert.data.extract import Document, expand_inputs, read_documents
+from smallbert.data.instances import InstanceConfig, TokenIds, create_training_instances, pack_instances
+from smallbert.data.records import METADATA_FORMAT, metadata_name, summarize, write_mindrecord
+from smallbert.errors import SmallBertError
+from smallbert.tokenization import FullTokenizer
+
+MAX_CHUNK_CHARS = 32 << 20
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything a run depends on (flags of tools/create_pretraining_data.py)."""
+
+    input_files: tuple[str, ...]
+    output_dir: str
+    vocab_file: str
+    do_lower_case: bool = True
+    instances: InstanceConfig = InstanceConfig()
+    random_seed: int = 12345
+    processes: int = 1
+    documents_per_chunk: int = 1000
+    num_shards: int = 1
+    shard_index: int = 0
+    language: str = "en"
+    extract_only: bool = False
+
+
+def chunk_documents(documents: Iterable[Document], documents_per_chunk: int,
+                    max_chars: int = MAX_CHUNK_CHARS) -> Iterator[list[Document]]:
+    """Groups documents into chunks of `documents_per_chunk`, or fewer reaching `max_chars`
+    characters; a document longer than that is cut at sentence boundaries."""
+    chunk: list[Document] = []
+    chars = 0
+    for document in documents:
+        piece: Document = []
+        for sentence in document:
+            piece.append(sentence)
+            chars += len(sentence)
+            if chars >= max_chars:
+                chunk.append(piece)
+                yield chunk
+                chunk, piece, chars = [], [], 0
+        if piece:
+            chunk.append(piece)
+        if len(chunk) >= documents_per_chunk:
+            yield chunk
+            chunk, chars = [], 0
+    if chunk:
+        yield chunk
+
+
+def shard_name(chunk_index: int) -> str:
+    return f"part-{chunk_index:06d}.mindrecord"
+
+
+class _Worker:
+    """Per-process state: the tokenizer and vocab facts, built once."""
+
+    def __init__(self, config: PipelineConfig):
+        self.config = config
+        self.tokenizer = FullTokenizer(config.vocab_file, config.do_lower_case)
+        self.ids = TokenIds.from_vocab(self.tokenizer.vocab, config.vocab_file)
+        self.tmp_dir = _tmp_dir(config)
+
+    def process(self, chunk_index: int, documents: list[Document]) -> tuple[str | None, int, Counter]:
+        """Tokenizes one chunk, builds its instances and writes its shard.
+
+        Returns (shard file name or None if no instance, rows, counts).
+        """
+        config, counts = self.config.instances, Counter()
+        encoded = iter(self.tokenizer.encode_batch([s for d in documents for s in d]))
+        tokenized = []
+        for document in documents:
+            sentences = [ids for ids in (next(encoded) for _ in document) if ids]  # Google drops empty lines
+            counts["sentences"] += len(sentences)
+            counts["documents" if sentences else "empty_documents"] += 1
+            counts["single_sentence_documents"] += len(sentences) == 1
+            if sentences:
+                tokenized.append(sentences)
+        rng = random.Random(self.config.random_seed + (chunk_index << 32))
+        instances = create_training_instances(tokenized, config, self.ids, rng)
+        if not instances:
+            return None, 0, counts
+        arrays = pack_instances(instances, config.max_seq_length, config.max_predictions_per_seq)
+        counts.update(_instance_counts(arrays, self.ids.mask))
+        name = shard_name(chunk_index)
+        work_dir = os.path.join(self.tmp_dir, name)
+        os.makedirs(work_dir, exist_ok=True)
+        write_mindrecord(os.path.join(work_dir, name), arrays)
+        for suffix in ("", ".db"):  # both complete: publish them
+            os.replace(os.path.join(work_dir, name + suffix), os.path.join(self.config.output_dir, name + suffix))
+        os.rmdir(work_dir)
+        return name, len(instances), counts
+
+
+def _instance_counts(arrays: dict[str, np.ndarray], mask_id: int) -> dict[str, int]:
+    """Counts for the statistics: instances, real tokens, masked tokens by replacement kind, NSP."""
+    weights = arrays["masked_lm_weights"] > 0
+    at_positions = np.take_along_axis(arrays["input_ids"], arrays["masked_lm_positions"], axis=1)
+    as_mask = (at_positions == mask_id) & weights
+    kept = (at_positions == arrays["masked_lm_ids"]) & weights & ~as_mask
+    return {"instances": len(weights), "tokens": int(arrays["input_mask"].sum()),
+            "masked_tokens": int(weights.sum()), "masked_as_mask": int(as_mask.sum()),
+            "masked_as_kept": int(kept.sum()), "masked_as_random": int((weights & ~as_mask & ~kept).sum()),
+            "random_next": int(arrays["next_sentence_labels"].sum())}
+
+
+_WORKER: _Worker | None = None
+
+
+def _init_worker(config: PipelineConfig) -> None:
+    global _WORKER
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
+    _WORKER = _Worker(config)
+
+
+def _process_in_worker(chunk_index: int, documents: list[Document]):
+    return _WORKER.process(chunk_index, documents)
+
+
+def _tmp_dir(config: PipelineConfig) -> str:
+    return os.path.join(config.output_dir, f".incomplete-{config.shard_index:05d}")
+
+
+def _check_output_dir(config: PipelineConfig) -> None:
+    """The output dir must be empty, except for other shards' files when the work is split."""
+    out = config.output_dir
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SmallBertError(f"--output_dir={out}: exists and is not a directory")
+    if not os.path.isdir(out):
+        return
+    for name in sorted(os.listdir(out)):
+        if config.num_shards == 1:
+            raise SmallBertError(f"--output_dir={out}: not empty (found {name}); use a new directory")
+        ours = (name == metadata_name(config.num_shards, config.shard_index)
+                or name == os.path.basename(_tmp_dir(config))
+                or (name.startswith("part-") and int(name[5:11]) % config.num_shards == config.shard_index))
+        if ours:
+            raise SmallBertError(f"--output_dir={out}: already holds {name} of --shard_index "
+                                 f"{config.shard_index}; use a new directory")
+
+
+def _validate(config: PipelineConfig) -> tuple[list[str], FullTokenizer]:
+    config.instances.validate()
+    if config.processes < 1:
+        raise SmallBertError(f"--processes={config.processes}: must be at least 1")
+    if config.documents_per_chunk < 1:
+        raise SmallBertError(f"--documents_per_chunk={config.documents_per_chunk}: must be at least 1")
+    if not 0 <= config.shard_index < config.num_shards:
+        raise SmallBertError(f"--shard_index={config.shard_index}: must be in [0, --num_shards={config.num_shards})")
+    files = expand_inputs(list(config.input_files))
+    tokenizer = FullTokenizer(config.vocab_file, config.do_lower_case)
+    TokenIds.from_vocab(tokenizer.vocab, config.vocab_file)
+    _check_output_dir(config)
+    return files, tokenizer
+
+
+def _bounded_map(config: PipelineConfig, chunks: Iterator[tuple[int, list[Document]]]):
+    """Yields `process(chunk)` results in chunk order, with at most 2 × processes chunks in flight."""
+    if config.processes == 1:
+        worker = _Worker(config)
+        for index, documents in chunks:
+            yield len(documents), worker.process(index, documents)
+        return
+    with ProcessPoolExecutor(config.processes, mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(config,)) as pool:
+        pending: deque = deque()
+        for index, documents in chunks:
+            pending.append((len(documents), pool.submit(_process_in_worker, index, documents)))
+            if len(pending) >= 2 * config.processes:
+                size, future = pending.popleft()
+                yield size, future.result()
+        while pending:
+            size, future = pending.popleft()
+            yield size, future.result()
+
+
+def _progress(config: PipelineConfig):
+    """A progress bar counting documents (the input is a stream: its total is unknown)."""
+    from tqdm import tqdm
+
+    return tqdm(desc="extract" if config.extract_only else "create_pretraining_data", unit=" docs",
+                dynamic_ncols=True, smoothing=0.1)
+
+
+def _write_json(path: str, payload: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _extract_only(config: PipelineConfig, chunks: Iterator[tuple[int, list[Document]]], bar) -> str:
+    """Writes the documents in Google's text format; returns the file written."""
+    name = "corpus.txt" if config.num_shards == 1 else f"corpus-{config.shard_index:05d}-of-{config.num_shards:05d}.txt"
+    path = os.path.join(config.output_dir, name)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        for _, documents in chunks:
+            for document in documents:
+                f.write("\n".join(document) + "\n\n")
+            bar.update(len(documents))
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def create_pretraining_data(config: PipelineConfig) -> dict[str, Any]:
+    """Runs the pipeline; returns the metadata written beside the shards (or, with
+    `extract_only`, {"corpus": path, "counts": ...})."""
+    files, tokenizer = _validate(config)
+    os.makedirs(config.output_dir, exist_ok=True)
+    reading: Counter = Counter()  # the same for every --shard_index: all read the whole input
+    counts: Counter = Counter()  # of this run's chunks
+    documents = read_documents(files, reading, config.language, config.processes)
+    chunks = ((i, c) for i, c in enumerate(chunk_documents(documents, config.documents_per_chunk))
+              if i % config.num_shards == config.shard_index)
+    with _progress(config) as bar:
+        if config.extract_only:
+            return {"corpus": _extract_only(config, chunks, bar), "input_counts": dict(reading)}
+        shards, rows = [], []
+        for num_documents, (name, num_rows, chunk_counts) in _bounded_map(config, chunks):
+            counts.update(chunk_counts)
+            counts["chunks"] += 1
+            if name:
+                shards.append(name)
+                rows.append(num_rows)
+            bar.update(num_documents)
+            bar.set_postfix(instances=counts["instances"], refresh=False)
+    shutil.rmtree(_tmp_dir(config), ignore_errors=True)
+    if not counts["instances"]:
+        raise SmallBertError(f"--input_file: no instances could be made from {len(files)} file(s) "
+                             f"({counts['documents']} non-empty documents)")
+    metadata = _metadata(config, files, tokenizer, shards, rows, counts, reading)
+    _write_json(os.path.join(config.output_dir, metadata_name(config.num_shards, config.shard_index)), metadata)
+    return metadata
+
+
+def _metadata(config: PipelineConfig, files: list[str], tokenizer: FullTokenizer, shards: list[str],
+              rows: list[int], counts: Counter, reading: Counter) -> dict[str, Any]:
+    import hashlib
+
+    with open(config.vocab_file, "rb") as f:
+        vocab_sha256 = hashlib.sha256(f.read()).hexdigest()
+    vocab = tokenizer.vocab
+    metadata: dict[str, Any] = {
+        "format": METADATA_FORMAT,
+        **dataclasses.asdict(config.instances),
+        "do_lower_case": config.do_lower_case, "random_seed": config.random_seed,
+        "documents_per_chunk": config.documents_per_chunk, "language": config.language,
+        "num_shards": config.num_shards, "shard_index": config.shard_index,
+        "input_files": [os.path.abspath(f) for f in files],
+        "vocab_file": os.path.abspath(config.vocab_file), "vocab_sha256": vocab_sha256,
+        "vocab_size": len(vocab), "max_token_id": max(vocab.values()),
+        "special_token_ids": {t: vocab[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in vocab},
+        "input_counts": dict(sorted(reading.items())),
+        "files": shards, "rows_per_file": rows, "counts": dict(sorted(counts.items())),
+        "statistics": summarize(counts),
+    }
+    if config.instances.dynamic_masking and config.instances.do_whole_word_mask:
+        metadata["continuation_token_ids"] = sorted(i for t, i in vocab.items() if t.startswith("##"))
+    return metadata

@@ -1,0 +1,613 @@
+"""Training: one train-step builder for pretraining and fine-tuning, the pretraining loss, eval and loop.
+
+`TrainStep` turns any "net with loss" and optimizer into a jit-compiled step: forward, backward, dynamic loss
+scaling, gradient accumulation, data-parallel gradient averaging, clipping and the optimizer update run as MindSpore
+graphs. `pretrain` is the loop behind `run_pretrain.py`: data, logging, eval, checkpoints and exact resume.
+
+Run directory (`output_dir`): `checkpoints/step_<N>/` and `final/` (see `smallbert.checkpoint`), and
+`metrics.jsonl`, one JSON object per line —
+    train rows: step, epoch, loss, mlm_loss, nsp_loss, lr, loss_scale, seq_per_s, overflow_steps
+    eval rows:  step, eval_loss, eval_mlm_loss, eval_nsp_loss, eval_mlm_accuracy, eval_nsp_accuracy,
+                eval_perplexity
+Losses in train rows are means over the rows' `log_steps` steps on rank 0's data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Iterator, NamedTuple, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common import dtype as mstype
+from mindspore.communication import get_group_size, get_rank, init
+
+from .checkpoint import (FINAL_DIR, find_resume_checkpoint, list_checkpoints, restore_checkpoint, save_checkpoint,
+                         verify_checkpoint)
+from .config import BertConfig
+from .data.records import list_shards, pretraining_dataset, read_metadata, validate_for_model
+from .errors import SmallBertError
+from .model import BertForPreTraining
+from .optim import WarmupPolynomialDecay, build_optimizer
+from .weights import find_weights_file, load_weights
+
+logger = logging.getLogger("smallbert")
+
+# Google's column order in the pretraining records; `BertPreTrainingWithLoss` takes its inputs in this order.
+PRETRAINING_COLUMNS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
+                       "masked_lm_weights", "next_sentence_labels")
+
+
+def init_data_parallel() -> tuple[int, int]:
+    """Joins the process group when launched by msrun (or a rank table); returns (rank, world_size).
+
+    Sets MindSpore's DATA_PARALLEL mode with gradient averaging. A plain `python` launch is rank 0 of 1.
+    msrun also runs the script as its scheduler process (MS_ROLE=MS_SCHED), whose `init()` serves the cluster
+    and exits the process when the workers are done: call this before doing any work.
+    """
+    launched = os.environ.get("MS_ROLE") in ("MS_WORKER", "MS_SCHED") or int(os.environ.get("RANK_SIZE", "1")) > 1
+    if not launched:
+        return 0, 1
+    init()
+    world_size = get_group_size()
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                 device_num=world_size)
+    return get_rank(), world_size
+
+
+def _data_parallel_world_size() -> int:
+    if ms.get_auto_parallel_context("parallel_mode") != ms.ParallelMode.DATA_PARALLEL:
+        return 1
+    return get_group_size()
+
+
+class DynamicLossScale(nn.Cell):
+    """Dynamic loss scaling for float16 training.
+
+    The loss is multiplied by `scale` before backward. After a step whose unscaled gradients hold inf/nan, the
+    step is skipped and the scale divided by `factor` (never below 1); after `window` finite steps in a row it is
+    multiplied by `factor`. `scale` and `good_steps` are Parameters, so checkpoints carry them.
+    """
+
+    def __init__(self, init_scale: float = 2.0 ** 16, factor: float = 2.0, window: int = 2000):
+        super().__init__()
+        self.scale = Parameter(Tensor(init_scale, mstype.float32), name="loss_scale", requires_grad=False)
+        self.good_steps = Parameter(Tensor(0, mstype.int32), name="loss_scale_good_steps", requires_grad=False)
+        self.factor = float(factor)
+        self.window = int(window)
+
+    def update(self, overflow: Tensor) -> Tensor:
+        """overflow: bool scalar for the step just taken → the scale for the next step (also stored)."""
+        good_steps = ops.select(overflow, ops.zeros_like(self.good_steps), self.good_steps + 1)
+        grow = good_steps >= self.window
+        shrunk = ops.maximum(self.scale / self.factor, 1.0)
+        scale = ops.select(overflow, shrunk, ops.select(grow, self.scale * self.factor, self.scale))
+        ops.assign(self.good_steps, ops.select(grow, ops.zeros_like(good_steps), good_steps))
+        ops.assign(self.scale, scale)
+        return scale
+
+
+class StepOutput(NamedTuple):
+    """What `TrainStep.step` returns, as host values.
+
+    loss: the objective, averaged over micro-batches (rank-local under data parallel).
+    aux: the net's other outputs; scalars averaged over micro-batches, arrays concatenated along axis 0.
+    overflow: True when the gradients were not finite and the update was skipped.
+    loss_scale: the loss scale for the next step (1.0 without loss scaling).
+    """
+
+    loss: float
+    aux: tuple
+    overflow: bool
+    loss_scale: float
+
+
+class TrainStep(nn.Cell):
+    """One optimizer step for any net with a loss, compiled as MindSpore graphs.
+
+    Contract:
+        net_with_loss(*batch) returns a float32 scalar loss, or a tuple whose first element is that loss and whose
+            other elements (e.g. mlm_loss and nsp_loss, or logits) are passed back untouched as `aux`. Gradients are
+            taken with respect to `optimizer.parameters`.
+        step(*batch) takes arrays or Tensors with a leading batch axis of size accumulation_steps × B and performs
+            ONE optimizer update: the batch is split into `accumulation_steps` micro-batches of B rows; their
+            gradients are summed and divided by `accumulation_steps` (so with equal-sized micro-batches it equals one
+            step on the whole batch, at a micro-batch's memory). Under data parallel the gradients are then averaged
+            across ranks. They are unscaled by the loss scale, checked for inf/nan (`ms.amp.all_finite`, which runs on
+            CPU, unlike the stock loss-scale cell's check), clipped to global norm `max_grad_norm` (<= 0: no
+            clipping) — clipping after unscaling, so the threshold means the true norm — and given to the
+            optimizer unless they overflowed. A skipped step does not advance the optimizer's `global_step`, hence
+            not the learning rate either. Returns a `StepOutput`.
+
+    Graphs: with jit=True (the default) the whole step is one graph when accumulation_steps == 1; otherwise one
+    graph per micro-batch (forward, backward, add into `accumulated_grads.*` buffers) and one for the update.
+    jit=False runs the same code in PyNative mode, for debugging.
+
+    Checkpoint state: `state_parameters()` lists what besides the model's own weights a resume needs (optimizer
+    moments, its `global_step`, the loss scale and its counter).
+    """
+
+    def __init__(self, net_with_loss: nn.Cell, optimizer: nn.Optimizer, *, accumulation_steps: int = 1,
+                 max_grad_norm: float = 1.0, loss_scale: DynamicLossScale | None = None, jit: bool = True):
+        super().__init__(auto_prefix=False)
+        if accumulation_steps < 1:
+            raise ValueError(f"accumulation_steps must be >= 1, got {accumulation_steps}")
+        self.net_with_loss = net_with_loss
+        self.optimizer = optimizer
+        self.weights = optimizer.parameters
+        self.accumulation_steps = int(accumulation_steps)
+        self.max_grad_norm = float(max_grad_norm)
+        self.loss_scale = loss_scale
+        self.grad_fn = ms.value_and_grad(self.scaled_forward, None, self.weights, has_aux=True)
+        world_size = _data_parallel_world_size()
+        self.grad_reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=world_size) \
+            if world_size > 1 else None
+        if self.accumulation_steps > 1:
+            self.accumulated_grads = self.weights.clone(prefix="accumulated_grads", init="zeros")
+        compile_ = ms.jit if jit else (lambda fn: fn)
+        self._fused_step = compile_(self.construct)
+        self._accumulate = compile_(self.accumulate)
+        self._apply_accumulated = compile_(self.apply_accumulated)
+
+    def current_scale(self) -> Tensor:
+        return self.loss_scale.scale if self.loss_scale is not None else Tensor(1.0, mstype.float32)
+
+    def scaled_forward(self, *batch):
+        """The net's outputs with the loss times the loss scale prepended: what backward differentiates."""
+        outputs = self.net_with_loss(*batch)
+        if not isinstance(outputs, tuple):
+            outputs = (outputs,)
+        if self.loss_scale is None:
+            return (outputs[0],) + outputs
+        return (outputs[0] * self.loss_scale.scale.astype(outputs[0].dtype),) + outputs
+
+    def apply_gradients(self, grads: tuple, divisor: float) -> tuple[Tensor, Tensor]:
+        """Averages across ranks, unscales by scale × divisor, checks, clips and applies `grads`.
+
+        Returns (overflow bool scalar, loss scale for the next step).
+        """
+        if self.grad_reducer is not None:
+            grads = self.grad_reducer(grads)
+        if self.loss_scale is not None or divisor != 1.0:
+            inverse = 1.0 / (self.current_scale() * divisor)
+            grads = tuple(g * inverse.astype(g.dtype) for g in grads)
+        finite = ms.amp.all_finite(grads)
+        if self.max_grad_norm > 0:
+            grads = ops.clip_by_global_norm(grads, self.max_grad_norm)
+        if finite:
+            self.optimizer(grads)
+        overflow = ops.logical_not(finite)
+        scale = self.loss_scale.update(overflow) if self.loss_scale is not None else self.current_scale()
+        return overflow, scale
+
+    def construct(self, *batch):
+        """The whole step on one batch (accumulation_steps == 1): (net outputs, overflow, next loss scale)."""
+        outputs, grads = self.grad_fn(*batch)
+        overflow, scale = self.apply_gradients(grads, 1.0)
+        return outputs[1:], overflow, scale
+
+    def accumulate(self, *batch):
+        """Forward and backward on one micro-batch, adding its (scaled) gradients into `accumulated_grads`."""
+        outputs, grads = self.grad_fn(*batch)
+        for buffer, grad in zip(self.accumulated_grads, grads):
+            ops.assign_add(buffer, grad)
+        return outputs[1:]
+
+    def apply_accumulated(self):
+        """The update from the accumulated gradients; zeroes the buffers. Returns (overflow, next loss scale)."""
+        grads = tuple(buffer * 1.0 for buffer in self.accumulated_grads)  # copies: the buffers are zeroed below
+        overflow, scale = self.apply_gradients(grads, float(self.accumulation_steps))
+        for buffer in self.accumulated_grads:
+            ops.assign(buffer, ops.zeros_like(buffer))
+        return overflow, scale
+
+    def step(self, *batch) -> StepOutput:
+        """One optimizer update on `batch` (leading axis accumulation_steps × B); see the class docstring."""
+        batch = tuple(Tensor(x) if isinstance(x, np.ndarray) else x for x in batch)
+        k = self.accumulation_steps
+        if k == 1:
+            outputs, overflow, scale = self._fused_step(*batch)
+            micro_outputs = [outputs]
+        else:
+            rows = batch[0].shape[0]
+            if rows % k:
+                raise ValueError(f"batch of {rows} rows does not split into {k} equal micro-batches")
+            size = rows // k
+            micro_outputs = [self._accumulate(*(x[i * size:(i + 1) * size] for x in batch)) for i in range(k)]
+            overflow, scale = self._apply_accumulated()
+        merged = [_merge([out[j].asnumpy() for out in micro_outputs]) for j in range(len(micro_outputs[0]))]
+        return StepOutput(loss=float(merged[0]), aux=tuple(merged[1:]), overflow=bool(overflow.asnumpy()),
+                          loss_scale=float(scale.asnumpy()))
+
+    def state_parameters(self) -> list[Parameter]:
+        """Parameters a resume needs besides the net's weights: optimizer state and loss-scale state."""
+        own = {id(p) for p in self.net_with_loss.get_parameters()}
+        skip = {id(p) for p in self.accumulated_grads} if self.accumulation_steps > 1 else set()
+        return [p for p in self.get_parameters() if id(p) not in own and id(p) not in skip]
+
+
+def _merge(values: Sequence[np.ndarray]) -> np.ndarray:
+    """Micro-batch results: scalars averaged, arrays concatenated along the batch axis."""
+    if values[0].ndim == 0:
+        return np.mean(values, dtype=np.float64)
+    return np.concatenate(values, axis=0)
+
+
+def masked_lm_loss(mlm_logits: Tensor, masked_lm_ids: Tensor, masked_lm_weights: Tensor) -> Tensor:
+    """Google's masked-LM loss: sum(w · nll) / (sum(w) + 1e-5) over the prediction slots.
+
+    mlm_logits float32 [B,P,V]; masked_lm_ids int32 [B,P]; masked_lm_weights float32 [B,P], 1.0 for a real
+    prediction and 0.0 for padding, so padded slots (whatever their ids) contribute nothing. Returns a scalar.
+    """
+    vocab_size = mlm_logits.shape[-1]
+    nll = ops.cross_entropy(mlm_logits.reshape(-1, vocab_size), masked_lm_ids.reshape(-1), reduction="none")
+    weights = masked_lm_weights.reshape(-1)
+    return (weights * nll).sum() / (weights.sum() + 1e-5)
+
+
+class BertPreTrainingWithLoss(nn.Cell):
+    """BertForPreTraining + MLM and NSP losses: (batch columns in PRETRAINING_COLUMNS order) → losses.
+
+    Returns (loss, mlm_loss, nsp_loss), float32 scalars, loss = mlm_loss + nsp_loss; the NSP loss is the mean
+    cross-entropy of `next_sentence_labels` int32 [B,1] (1 = B is a random sentence).
+    """
+
+    def __init__(self, model: nn.Cell):
+        super().__init__(auto_prefix=False)  # keep the model's Hugging Face parameter names
+        self.model = model
+
+    def construct(self, input_ids, input_mask, segment_ids, masked_lm_positions, masked_lm_ids, masked_lm_weights,
+                  next_sentence_labels):
+        mlm_logits, nsp_logits = self.model(input_ids, segment_ids, input_mask, masked_lm_positions)
+        mlm_loss = masked_lm_loss(mlm_logits, masked_lm_ids, masked_lm_weights)
+        nsp_loss = ops.cross_entropy(nsp_logits, next_sentence_labels.reshape(-1))
+        return mlm_loss + nsp_loss, mlm_loss, nsp_loss
+
+
+class BertPreTrainingMetrics(nn.Cell):
+    """Eval sums for one batch (PRETRAINING_COLUMNS order), as a float32 vector [6]:
+    (weighted MLM nll, weighted MLM correct, MLM weight, NSP nll, NSP correct, examples)."""
+
+    def __init__(self, model: nn.Cell):
+        super().__init__(auto_prefix=False)
+        self.model = model
+
+    def construct(self, input_ids, input_mask, segment_ids, masked_lm_positions, masked_lm_ids, masked_lm_weights,
+                  next_sentence_labels):
+        mlm_logits, nsp_logits = self.model(input_ids, segment_ids, input_mask, masked_lm_positions)
+        ids = masked_lm_ids.reshape(-1)
+        weights = masked_lm_weights.reshape(-1)
+        mlm_logits = mlm_logits.reshape(ids.shape[0], -1)
+        nll = ops.cross_entropy(mlm_logits, ids, reduction="none")
+        correct = (mlm_logits.argmax(-1).astype(mstype.int32) == ids).astype(mstype.float32)
+        labels = next_sentence_labels.reshape(-1)
+        nsp_nll = ops.cross_entropy(nsp_logits, labels, reduction="sum")
+        nsp_correct = (nsp_logits.argmax(-1).astype(mstype.int32) == labels).astype(mstype.float32).sum()
+        examples = ops.ones_like(nsp_nll) * labels.shape[0]
+        return ops.stack([(weights * nll).sum(), (weights * correct).sum(), weights.sum(), nsp_nll, nsp_correct,
+                          examples])
+
+
+def evaluate(metrics_fn, batches) -> dict[str, float]:
+    """Runs `metrics_fn` (a BertPreTrainingMetrics, possibly jitted) over `batches`; sums over data-parallel ranks.
+
+    Returns eval_mlm_loss (mean nll over real, i.e. weighted, predictions), eval_nsp_loss, eval_loss (their sum),
+    eval_mlm_accuracy, eval_nsp_accuracy and eval_perplexity (exp of eval_mlm_loss).
+    """
+    totals = np.zeros(6, np.float64)
+    for batch in batches:
+        totals += metrics_fn(*(Tensor(x) for x in batch)).asnumpy()
+    if _data_parallel_world_size() > 1:
+        totals = ops.AllReduce()(Tensor(totals.astype(np.float32))).asnumpy().astype(np.float64)
+    mlm_nll, mlm_correct, mlm_weight, nsp_nll, nsp_correct, examples = totals
+    mlm_loss, nsp_loss = mlm_nll / max(mlm_weight, 1e-5), nsp_nll / max(examples, 1.0)
+    return {"eval_loss": float(mlm_loss + nsp_loss), "eval_mlm_loss": float(mlm_loss), "eval_nsp_loss": float(nsp_loss),
+            "eval_mlm_accuracy": float(mlm_correct / max(mlm_weight, 1e-5)),
+            "eval_nsp_accuracy": float(nsp_correct / max(examples, 1.0)),
+            "eval_perplexity": float(math.exp(min(mlm_loss, 700.0)))}
+
+
+DEVICES = ("CPU", "GPU", "Ascend")
+AMP_LEVELS = ("O0", "O1", "O2")
+AMP_DTYPES = {"float16": mstype.float16, "bfloat16": mstype.bfloat16}
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """Everything a pretraining run depends on; `run_pretrain.py` flags map one to one (see its --help).
+
+    train_batch_size is per device and per optimizer step; with accumulation_steps K it is processed as K
+    micro-batches of train_batch_size / K. The global batch is train_batch_size × data-parallel ranks.
+    Exactly one of train_steps and epochs is set. eval_steps 0 = evaluate only at the end; save_steps 0 = save
+    only at the end; keep_checkpoint_max 0 = keep all.
+    """
+
+    data_dir: str
+    bert_config_file: str
+    output_dir: str
+    device_target: str = "CPU"
+    optimizer: str = "adamw"
+    lr: float = 1e-4
+    end_lr: float = 0.0
+    warmup_steps: int = 10000
+    train_steps: int | None = None
+    epochs: int | None = None
+    train_batch_size: int = 32
+    accumulation_steps: int = 1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    amp: str = "O0"
+    amp_dtype: str = "float16"
+    init_loss_scale: float = 2.0 ** 16
+    save_steps: int = 1000
+    keep_checkpoint_max: int = 5
+    resume: str | None = None
+    init_checkpoint: str | None = None
+    eval_data_dir: str | None = None
+    eval_steps: int = 0
+    eval_batches: int = 100
+    log_steps: int = 100
+    jit: bool = True
+    seed: int = 12345
+    vocab_file: str | None = None
+
+
+class _Shards:
+    """Pretraining shards (`list_shards`) with their metadata (None for Google TFRecords) and sequence length."""
+
+    def __init__(self, data_dir: str, bert_config: BertConfig, flag: str):
+        try:
+            self.files = list_shards(data_dir)
+        except SmallBertError as err:
+            raise SmallBertError(f"{flag}: {err}") from None
+        if all(".tfrecord" in os.path.basename(f) for f in self.files):
+            self.metadata = None  # Google's files carry no statistics: the ids cannot be checked without a scan
+            try:
+                first = next(pretraining_dataset(self.files, 1, shuffle=False).create_tuple_iterator(
+                    num_epochs=1, output_numpy=True))
+            except (RuntimeError, StopIteration) as err:
+                raise SmallBertError(f"{flag}: {data_dir}: cannot read a TFRecord example ({err})") from None
+            self.seq_length = int(first[0].shape[1])
+            if self.seq_length > bert_config.max_position_embeddings:
+                raise SmallBertError(f"{flag}: {data_dir}: sequences of {self.seq_length} tokens exceed the "
+                                     f"config's max_position_embeddings {bert_config.max_position_embeddings}")
+        else:
+            try:
+                self.metadata = validate_for_model(read_metadata(data_dir), vocab_size=bert_config.vocab_size,
+                                                   max_position_embeddings=bert_config.max_position_embeddings)
+            except SmallBertError as err:
+                raise SmallBertError(f"{flag}: {err}") from None
+            self.seq_length = int(self.metadata["max_seq_length"])
+
+    def batches(self, batch_size: int, *, epoch: int, seed: int, shuffle: bool, rank: int, world_size: int,
+                skip_batches: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
+        """One epoch of this rank's batches (after `skip_batches`), numpy tuples in PRETRAINING_COLUMNS order."""
+        dataset = pretraining_dataset(self.files, batch_size, epoch=epoch, seed=seed, shuffle=shuffle,
+                                      num_shards=world_size, shard_id=rank, skip_batches=skip_batches,
+                                      metadata=self.metadata)
+        for row in dataset.create_dict_iterator(num_epochs=1, output_numpy=True):
+            yield tuple(row[c] for c in PRETRAINING_COLUMNS)
+
+    def batches_per_epoch(self, batch_size: int, world_size: int) -> int:
+        if self.metadata is not None:
+            rows = dict(zip(self.metadata["files"], self.metadata["rows_per_file"]))
+            return sum(rows[os.path.basename(f)] for f in self.files) // world_size // batch_size
+        return pretraining_dataset(self.files, batch_size, num_shards=world_size).get_dataset_size()
+
+
+@dataclasses.dataclass
+class _Inputs:
+    """What `check_pretrain_inputs` found: the model config, the data and the checkpoint to resume from."""
+
+    bert_config: BertConfig
+    train: _Shards
+    eval: _Shards | None
+    resume_path: str | None
+
+
+def check_pretrain_inputs(cfg: PretrainConfig, world_size: int = 1) -> _Inputs:
+    """Validates every flag, file and the config against the data before anything is compiled.
+
+    Raises SmallBertError naming the flag or file at fault.
+    """
+    if cfg.device_target not in DEVICES:
+        raise SmallBertError(f"--device_target: {cfg.device_target!r} is not one of {', '.join(DEVICES)}")
+    if cfg.amp not in AMP_LEVELS:
+        raise SmallBertError(f"--amp: {cfg.amp!r} is not one of {', '.join(AMP_LEVELS)}")
+    if cfg.amp_dtype not in AMP_DTYPES:
+        raise SmallBertError(f"--amp_dtype: {cfg.amp_dtype!r} is not one of {', '.join(AMP_DTYPES)}")
+    if cfg.amp != "O0" and cfg.amp_dtype == "bfloat16" and cfg.device_target == "CPU":
+        raise SmallBertError("--amp_dtype bfloat16: MindSpore has no bfloat16 kernels on CPU; use GPU or Ascend")
+    if (cfg.train_steps is None) == (cfg.epochs is None):
+        raise SmallBertError("--train_steps / --epochs: give exactly one of them")
+    for flag in ("train_steps", "epochs", "train_batch_size", "accumulation_steps", "log_steps", "eval_batches"):
+        value = getattr(cfg, flag)
+        if value is not None and value <= 0:
+            raise SmallBertError(f"--{flag}: must be a positive integer, got {value}")
+    for flag in ("warmup_steps", "save_steps", "keep_checkpoint_max", "eval_steps"):
+        if getattr(cfg, flag) < 0:
+            raise SmallBertError(f"--{flag}: must be >= 0, got {getattr(cfg, flag)}")
+    if cfg.lr <= 0 or cfg.end_lr < 0 or cfg.end_lr > cfg.lr:
+        raise SmallBertError(f"--lr / --end_lr: need 0 <= end_lr <= lr and lr > 0, got {cfg.lr} / {cfg.end_lr}")
+    if cfg.train_batch_size % cfg.accumulation_steps:
+        raise SmallBertError(f"--accumulation_steps: {cfg.accumulation_steps} does not divide --train_batch_size "
+                             f"{cfg.train_batch_size} into equal micro-batches")
+    if cfg.vocab_file and not os.path.isfile(cfg.vocab_file):
+        raise SmallBertError(f"--vocab_file: {cfg.vocab_file}: no such file")
+    bert_config = BertConfig.from_json_file(cfg.bert_config_file)
+    train = _Shards(cfg.data_dir, bert_config, "--data_dir")
+    if train.batches_per_epoch(cfg.train_batch_size, world_size) == 0:
+        raise SmallBertError(f"--data_dir: {cfg.data_dir}: fewer instances than one batch of "
+                             f"{cfg.train_batch_size} per rank ({world_size} ranks)")
+    evaluation = None
+    if cfg.eval_data_dir:
+        evaluation = _Shards(cfg.eval_data_dir, bert_config, "--eval_data_dir")
+        if evaluation.seq_length != train.seq_length:
+            raise SmallBertError(f"--eval_data_dir: {cfg.eval_data_dir}: sequences of {evaluation.seq_length} "
+                                 f"tokens, the training data's are {train.seq_length}")
+    if cfg.init_checkpoint:
+        find_weights_file(cfg.init_checkpoint)
+    resume_path = find_resume_checkpoint(cfg.resume, cfg.output_dir) if cfg.resume else None
+    if resume_path is None and list_checkpoints(cfg.output_dir):
+        raise SmallBertError(f"--output_dir: {cfg.output_dir} already holds checkpoints; pass --resume auto to "
+                             f"continue that run, or choose a new --output_dir")
+    if resume_path is not None:
+        state = verify_checkpoint(resume_path)
+        if state.get("seq_length") != train.seq_length:
+            raise SmallBertError(f"--resume: {resume_path} was trained on sequences of {state.get('seq_length')} "
+                                 f"tokens, --data_dir has {train.seq_length}")
+    return _Inputs(bert_config, train, evaluation, resume_path)
+
+
+class _MetricsLog:
+    """Averages step outputs between log points; writes a console line and a `metrics.jsonl` row (rank 0 only).
+
+    Opening the log drops rows newer than `start_step`, so a resumed run's file has no duplicates.
+    """
+
+    def __init__(self, output_dir: str, start_step: int, total_steps: int, enabled: bool):
+        self.path = os.path.join(output_dir, METRICS_NAME)
+        self.total_steps = total_steps
+        self.enabled = enabled
+        self.sums = np.zeros(3)
+        self.count = 0
+        self.started = time.perf_counter()
+        if enabled and os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= start_step]
+            with open(self.path + ".tmp", "w", encoding="utf-8") as f:
+                f.writelines(kept)
+            os.replace(self.path + ".tmp", self.path)
+
+    def add(self, out: StepOutput) -> None:
+        self.sums += (out.loss, *out.aux)
+        self.count += 1
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def flush(self, step: int, epoch: int, lr: float, loss_scale: float, overflow_steps: int,
+              global_batch_size: int) -> dict[str, Any]:
+        """Writes the averages since the last flush; returns the row."""
+        elapsed = time.perf_counter() - self.started
+        loss, mlm_loss, nsp_loss = self.sums / max(self.count, 1)
+        seq_per_s = self.count * global_batch_size / elapsed
+        eta = (self.total_steps - step) * elapsed / max(self.count, 1)
+        row = {"step": step, "epoch": epoch, "loss": loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss, "lr": lr,
+               "loss_scale": loss_scale, "seq_per_s": seq_per_s, "overflow_steps": overflow_steps}
+        self.write(row)
+        if self.enabled:
+            tqdm.write(f"step {step}/{self.total_steps} | loss {loss:.4f} (mlm {mlm_loss:.4f}, nsp {nsp_loss:.4f}) "
+                       f"| lr {lr:.3e} | scale {loss_scale:g} | {seq_per_s:.1f} seq/s "
+                       f"| eta {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+        self.sums[:] = 0
+        self.count = 0
+        self.started = time.perf_counter()
+        return row
+
+
+def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+    """Pretrains BERT on MLM + NSP as `cfg` says; returns the last train-log row and eval results.
+
+    Checks all inputs first (`check_pretrain_inputs`), then builds the model, optimizer and `TrainStep`, restores
+    a checkpoint when resuming, and trains until `train_steps` (or `epochs`) optimizer steps, logging every
+    `log_steps`, evaluating every `eval_steps` and saving every `save_steps`; then saves a last checkpoint and the
+    model to `output_dir/final/`. Under msrun every rank trains on its slice of each batch; rank 0 alone writes.
+    """
+    ms.set_device(cfg.device_target)
+    ms.set_seed(cfg.seed)
+    rank, world_size = init_data_parallel()
+    inputs = check_pretrain_inputs(cfg, world_size)
+    os.makedirs(cfg.output_dir, exist_ok=True)
+
+    compute_dtype = mstype.float32 if cfg.amp == "O0" else AMP_DTYPES[cfg.amp_dtype]
+    model = BertForPreTraining(inputs.bert_config, compute_dtype)
+    if cfg.init_checkpoint and inputs.resume_path is None:
+        load_weights(model, cfg.init_checkpoint)  # logs which weights (e.g. the heads) were freshly initialised
+    net = BertPreTrainingWithLoss(model)
+    model.set_train(True)
+    batches_per_epoch = inputs.train.batches_per_epoch(cfg.train_batch_size, world_size)
+    total_steps = cfg.train_steps or cfg.epochs * batches_per_epoch
+    schedule = WarmupPolynomialDecay(cfg.lr, cfg.warmup_steps, total_steps, cfg.end_lr)
+    optimizer = build_optimizer(cfg.optimizer, net.trainable_params(), schedule, weight_decay=cfg.weight_decay)
+    loss_scale = DynamicLossScale(cfg.init_loss_scale) if compute_dtype == mstype.float16 else None
+    train_step = TrainStep(net, optimizer, accumulation_steps=cfg.accumulation_steps,
+                           max_grad_norm=cfg.max_grad_norm, loss_scale=loss_scale, jit=cfg.jit)
+
+    step, epoch, batches_done, overflow_steps = 0, 0, 0, 0
+    if inputs.resume_path:
+        state = restore_checkpoint(inputs.resume_path, model, train_step.state_parameters())
+        step, epoch, batches_done = state["step"], state["epoch"], state["batches_in_epoch"]
+        overflow_steps = state["overflow_steps"]
+        ms.set_rng_state(Tensor(np.asarray(state["rng_state"], np.uint8)))
+        if rank == 0:
+            logger.info("resuming from %s: step %d, epoch %d, %d batches into it", inputs.resume_path, step,
+                        epoch, batches_done)
+    log = _MetricsLog(cfg.output_dir, step, total_steps, enabled=rank == 0)
+
+    metrics_fn = None
+    if inputs.eval is not None:
+        metrics_net = BertPreTrainingMetrics(model)
+        metrics_fn = ms.jit(metrics_net.construct) if cfg.jit else metrics_net
+
+    def run_eval() -> dict[str, float]:
+        batches = inputs.eval.batches(cfg.train_batch_size // cfg.accumulation_steps, epoch=0, seed=cfg.seed,
+                                      shuffle=False, rank=rank, world_size=world_size)
+        model.set_train(False)
+        result = evaluate(metrics_fn, (b for _, b in zip(range(cfg.eval_batches), batches)))
+        model.set_train(True)
+        log.write({"step": step, **result})
+        if rank == 0:
+            tqdm.write(f"eval at step {step} | loss {result['eval_loss']:.4f} | mlm accuracy "
+                       f"{result['eval_mlm_accuracy']:.4f} | nsp accuracy {result['eval_nsp_accuracy']:.4f} | "
+                       f"perplexity {result['eval_perplexity']:.2f}")
+        return result
+
+    def save() -> None:
+        if rank != 0:
+            return
+        trainer_state = {"epoch": epoch, "batches_in_epoch": batches_done, "overflow_steps": overflow_steps,
+                         "seq_length": inputs.train.seq_length, "world_size": world_size,
+                         "rng_state": ms.get_rng_state().asnumpy().tolist(), "args": dataclasses.asdict(cfg)}
+        save_checkpoint(cfg.output_dir, step, model, train_step.state_parameters(), trainer_state,
+                        cfg.keep_checkpoint_max, vocab_file=cfg.vocab_file)
+
+    results: dict[str, Any] = {}
+    bar = tqdm(total=total_steps, initial=step, unit="step", disable=rank != 0, dynamic_ncols=True)
+    while step < total_steps:
+        if batches_done >= batches_per_epoch:
+            epoch, batches_done = epoch + 1, 0
+        for batch in inputs.train.batches(cfg.train_batch_size, epoch=epoch, seed=cfg.seed, shuffle=True,
+                                          rank=rank, world_size=world_size, skip_batches=batches_done):
+            out = train_step.step(*batch)
+            step += 1
+            batches_done += 1
+            overflow_steps += out.overflow
+            log.add(out)
+            bar.update()
+            bar.set_postfix(loss=f"{out.loss:.4f}", refresh=False)
+            if step % cfg.log_steps == 0 or step == total_steps:
+                applied = int(optimizer.global_step.asnumpy()[0])
+                results.update(log.flush(step, epoch, schedule.value(max(applied - 1, 0)), out.loss_scale,
+                                         overflow_steps, cfg.train_batch_size * world_size))
+            if metrics_fn is not None and (cfg.eval_steps and step % cfg.eval_steps == 0 or step == total_steps):
+                results.update(run_eval())
+            if cfg.save_steps and step % cfg.save_steps == 0 and step != total_steps:
+                save()
+            if step == total_steps:
+                break
+    bar.close()
+    save()
+    if rank == 0:
+        model.save_pretrained(os.path.join(cfg.output_dir, FINAL_DIR), vocab_file=cfg.vocab_file)
+    return results

@@ -1,0 +1,147 @@
+"""Google's instance algorithm: a hand-checked example, identity with a plain rendering of Google's
+script (bench/google_reference.py), whole-word masking and packing."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+
+import pytest
+
+from smallbert.data.instances import (InstanceConfig, TokenIds, TrainingInstance, create_instances_from_document,
+                                      create_training_instances, pack_instances, shuffle, truncate_seq_pair)
+from smallbert.errors import SmallBertError
+from smallbert.tokenization import FullTokenizer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY = TokenIds(cls=2, sep=3, mask=4, words=tuple(range(11)), continuation=frozenset({10}))
+
+
+class ScriptedRandom:
+    """Returns scripted draws; `getrandbits` is always 0, so `shuffle` rotates a list left by one."""
+
+    def __init__(self, random=(), randint=()):
+        self.randoms, self.randints = list(random), list(randint)
+
+    def random(self):
+        return self.randoms.pop(0)
+
+    def randint(self, a, b):
+        value = self.randints.pop(0)
+        assert a <= value <= b
+        return value
+
+    def getrandbits(self, k):
+        return 0
+
+
+def test_hand_checked_example():
+    # vocab: 2 [CLS], 3 [SEP], 4 [MASK]; words 5..9 = a b c d e
+    documents = [[[5, 6], [7], [8, 9]], [[9, 9, 9]]]
+    config = InstanceConfig(max_seq_length=8, max_predictions_per_seq=2, masked_lm_prob=0.25, short_seq_prob=0.0)
+    # Document 0: target 5 tokens; A = 2 sentences (randint 2); actual next (random 0.7): B = [d e].
+    # Candidates 1,2,3,5,6 rotate to 2,3,5,6,1; round(8 * 0.25) = 2 predictions:
+    # position 2 -> [MASK] (0.1 < 0.8), position 3 kept (0.85, then 0.3 < 0.5).
+    rng = ScriptedRandom(random=[0.9, 0.7, 0.1, 0.85, 0.3], randint=[2])
+    (inst,) = create_instances_from_document(documents, 0, config, TOY, rng)
+    assert inst == TrainingInstance([2, 5, 4, 7, 3, 8, 9, 3], 5, [2, 3], [6, 7], False)
+    assert not rng.randoms and not rng.randints
+    # Document 1 has one sentence: always a random next, from document 0 (randint 0) starting at its
+    # sentence 1 (randint 1): B = [c d e] until 2 tokens are reached; 6 > 5 tokens, the tie trims B's
+    # front (0.2 < 0.5). Dynamic masking: no masking draws.
+    rng = ScriptedRandom(random=[0.9, 0.2], randint=[0, 1])
+    (inst,) = create_instances_from_document(documents, 1, InstanceConfig(max_seq_length=8, short_seq_prob=0.0,
+                                                                          dynamic_masking=True), TOY, rng)
+    assert inst == TrainingInstance([2, 9, 9, 9, 3, 8, 9, 3], 5, [], [], True)
+    assert not rng.randoms and not rng.randints
+
+
+def test_pack_instances_pads_exactly():
+    arrays = pack_instances([TrainingInstance([2, 5, 4, 7, 3, 8, 3], 5, [2, 3], [6, 7], True)], 9, 3)
+    assert arrays["input_ids"].tolist() == [[2, 5, 4, 7, 3, 8, 3, 0, 0]]
+    assert arrays["input_mask"].tolist() == [[1, 1, 1, 1, 1, 1, 1, 0, 0]]
+    assert arrays["segment_ids"].tolist() == [[0, 0, 0, 0, 0, 1, 1, 0, 0]]
+    assert arrays["masked_lm_positions"].tolist() == [[2, 3, 0]]
+    assert arrays["masked_lm_ids"].tolist() == [[6, 7, 0]]
+    assert arrays["masked_lm_weights"].tolist() == [[1.0, 1.0, 0.0]]
+    assert arrays["next_sentence_labels"].tolist() == [[1]]
+    assert {a.dtype.name for a in arrays.values()} == {"int32", "float32"}
+
+
+def test_truncate_and_shuffle_match_python():
+    rng = random.Random(3)
+    a, b = truncate_seq_pair(list(range(10)), list(range(100, 104)), 6, rng)
+    assert len(a) + len(b) == 6 and len(b) == 3  # A shrinks to a tie (4), then B loses the tie
+    for n in (0, 1, 2, 7, 130, 1000):
+        ours, theirs = list(range(n)), list(range(n))
+        rng_ours, rng_theirs = random.Random(n), random.Random(n)
+        shuffle(ours, rng_ours)
+        rng_theirs.shuffle(theirs)
+        assert ours == theirs and rng_ours.random() == rng_theirs.random()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(minilm_dir):
+    return FullTokenizer(os.path.join(minilm_dir, "vocab.txt"))
+
+
+def _corpus(tokenizer, num_documents: int, seed: int) -> list[list[list[int]]]:
+    rng = random.Random(seed)
+    words = [w for w in list(tokenizer.vocab)[2000:6000] if w.isalpha()]
+    words += [a + b for a, b in zip(words[::7], words[3::7])]  # made-up compounds: several WordPieces
+    texts = [[" ".join(rng.choices(words, k=rng.randint(1, 25))) for _ in range(rng.randint(1, 12))]
+             for _ in range(num_documents)]
+    return [[tokenizer.encode_batch([s])[0] for s in doc] for doc in texts]
+
+
+@pytest.mark.parametrize("whole_word", [False, True])
+def test_identical_to_google_reference(tokenizer, whole_word):
+    spec = importlib.util.spec_from_file_location("google_reference", os.path.join(REPO, "bench", "google_reference.py"))
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    documents = _corpus(tokenizer, 60, seed=1)
+    config = InstanceConfig(max_seq_length=48, max_predictions_per_seq=7, dupe_factor=2, short_seq_prob=0.2,
+                            do_whole_word_mask=whole_word)
+    ids = TokenIds.from_vocab(tokenizer.vocab)
+    ours = create_training_instances(documents, config, ids, random.Random(7))
+    theirs = reference.create_instances([[tokenizer.convert_ids_to_tokens(s) for s in d] for d in documents],
+                                        {"max_seq_length": 48, "max_predictions_per_seq": 7, "masked_lm_prob": 0.15,
+                                         "short_seq_prob": 0.2, "dupe_factor": 2, "do_whole_word_mask": whole_word},
+                                        list(tokenizer.vocab), seed=7)
+    assert len(ours) == len(theirs) > 100
+    for mine, google in zip(ours, theirs):
+        assert tokenizer.convert_ids_to_tokens(mine.input_ids) == google["tokens"]
+        assert [0] * mine.segment_b_start + [1] * (len(mine.input_ids) - mine.segment_b_start) == google["segment_ids"]
+        assert mine.masked_lm_positions == google["masked_lm_positions"]
+        assert tokenizer.convert_ids_to_tokens(mine.masked_lm_labels) == google["masked_lm_labels"]
+        assert mine.is_random_next == google["is_random_next"]
+
+
+def test_whole_word_masking_never_splits_a_word(tokenizer):
+    ids = TokenIds.from_vocab(tokenizer.vocab)
+    config = InstanceConfig(max_seq_length=64, max_predictions_per_seq=10, dupe_factor=3, do_whole_word_mask=True)
+    instances = create_training_instances(_corpus(tokenizer, 80, seed=2), config, ids, random.Random(0))
+    continuation_masked = 0
+    for inst in instances:
+        original = list(inst.input_ids)
+        for position, label in zip(inst.masked_lm_positions, inst.masked_lm_labels):
+            original[position] = label
+        masked = set(inst.masked_lm_positions)
+        word: list[int] = []
+        for position, token in enumerate(original + [ids.cls]):
+            if token in ids.continuation and word:
+                word.append(position)
+                continue
+            assert len(masked.intersection(word)) in (0, len(word)), (original, word, masked)
+            continuation_masked += len(word) > 1 and word[0] in masked
+            word = [] if token in (ids.cls, ids.sep) else [position]
+    assert continuation_masked > 10  # multi-piece words were masked (whole)
+
+
+def test_bad_settings_and_vocab():
+    with pytest.raises(SmallBertError, match="--max_seq_length=4"):
+        InstanceConfig(max_seq_length=4).validate()
+    with pytest.raises(SmallBertError, match="--max_predictions_per_seq=0"):
+        InstanceConfig(max_predictions_per_seq=0).validate()
+    with pytest.raises(SmallBertError, match=r"v.txt: vocab lacks \[CLS\], \[MASK\]"):
+        TokenIds.from_vocab({"[SEP]": 0, "a": 1}, "v.txt")

@@ -1,0 +1,86 @@
+"""Data parallel with msrun on 2 CPU workers (MindSpore's mccl backend) vs 1 process on the combined batch.
+
+The one slow test of this suite (~20-40 s): deselect with `-m "not slow"`.
+"""
+import json
+import os
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+
+import mindspore as ms
+
+from smallbert import BertConfig, BertForPreTraining
+from smallbert.data.records import METADATA_FORMAT, write_mindrecord
+from smallbert.train import PretrainConfig, pretrain
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VOCAB, SEQ, PREDICTIONS, ROWS = 100, 16, 3, 48
+
+
+def write_shards(directory, seed=0):
+    """Synthetic MindRecord shards in the data tool's layout. Every row has all PREDICTIONS slots real, so each
+    rank's MLM loss has the same denominator and the mean over ranks equals the loss of the combined batch."""
+    rng = np.random.default_rng(seed)
+    positions = np.stack([np.sort(rng.choice(np.arange(1, SEQ), PREDICTIONS, replace=False)) for _ in range(ROWS)])
+    segment_ids = np.zeros((ROWS, SEQ), np.int32)
+    segment_ids[:, SEQ // 2:] = 1
+    arrays = {"input_ids": rng.integers(5, VOCAB, (ROWS, SEQ)).astype(np.int32),
+              "input_mask": np.ones((ROWS, SEQ), np.int32), "segment_ids": segment_ids,
+              "masked_lm_positions": positions.astype(np.int32),
+              "masked_lm_ids": rng.integers(5, VOCAB, (ROWS, PREDICTIONS)).astype(np.int32),
+              "masked_lm_weights": np.ones((ROWS, PREDICTIONS), np.float32),
+              "next_sentence_labels": rng.integers(0, 2, (ROWS, 1)).astype(np.int32)}
+    os.makedirs(directory)
+    write_mindrecord(os.path.join(directory, "part-000000.mindrecord"), arrays)
+    metadata = {"format": METADATA_FORMAT, "num_shards": 1, "shard_index": 0, "files": ["part-000000.mindrecord"],
+                "rows_per_file": [ROWS], "counts": {"instances": ROWS}, "statistics": {}, "vocab_size": VOCAB,
+                "max_token_id": VOCAB - 1, "max_seq_length": SEQ, "max_predictions_per_seq": PREDICTIONS,
+                "dynamic_masking": False}
+    with open(os.path.join(directory, "metadata.json"), "w") as f:
+        json.dump(metadata, f)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_msrun_two_workers_match_one_process_on_the_combined_batch(tmp_path):
+    write_shards(str(tmp_path / "shards"))
+    config = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "intermediate_size": 64, "max_position_embeddings": 32, "hidden_dropout_prob": 0.0,
+              "attention_probs_dropout_prob": 0.0}
+    (tmp_path / "bert_config.json").write_text(json.dumps(config))
+    flags = ["--train_steps", "4", "--lr", "1e-3", "--warmup_steps", "0", "--save_steps", "0", "--log_steps", "1",
+             "--seed", "3"]
+    env = {**os.environ, "DEVICE_TARGET": "CPU", "MASTER_PORT": str(free_port())}
+    launched = subprocess.run(
+        ["bash", os.path.join(ROOT, "run_pretrain_bert.sh"), "2", str(tmp_path / "shards"),
+         str(tmp_path / "bert_config.json"), str(tmp_path / "parallel"), "--train_batch_size", "4", *flags],
+        env=env, capture_output=True, text=True, timeout=600)
+    logs = "".join(open(os.path.join(tmp_path, "parallel", "msrun_logs", name)).read()
+                   for name in sorted(os.listdir(tmp_path / "parallel" / "msrun_logs")))
+    assert launched.returncode == 0, launched.stdout[-2000:] + launched.stderr[-2000:] + logs[-3000:]
+    assert launched.stdout.startswith("msrun --worker_num=2 --local_worker_num=2")  # the launcher prints it
+
+    pretrain(PretrainConfig(data_dir=str(tmp_path / "shards"), bert_config_file=str(tmp_path / "bert_config.json"),
+                            output_dir=str(tmp_path / "single"), train_steps=4, lr=1e-3, warmup_steps=0,
+                            save_steps=0, log_steps=1, seed=3, train_batch_size=8))
+
+    parallel = ms.load_checkpoint(str(tmp_path / "parallel" / "final" / "model.ckpt"))
+    single = ms.load_checkpoint(str(tmp_path / "single" / "final" / "model.ckpt"))
+    for name, value in single.items():
+        np.testing.assert_allclose(parallel[name].asnumpy(), value.asnumpy(), rtol=0, atol=1e-5, err_msg=name)
+    ms.set_seed(3)  # the initial weights both runs started from: training moved them well beyond the tolerance
+    initial = {p.name: p.asnumpy() for p in BertForPreTraining(BertConfig.from_dict(config)).get_parameters()}
+    moved = max(np.abs(single[name].asnumpy() - value).max() for name, value in initial.items())
+    assert moved > 1e-3
+    # Rank 0 alone wrote the log and the checkpoints.
+    rows = [json.loads(line) for line in open(tmp_path / "parallel" / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert os.listdir(tmp_path / "parallel" / "checkpoints") == ["step_4"]

@@ -1,0 +1,214 @@
+"""The pretraining loop end to end on a small real-text corpus: loss falls, eval, exact resume, bad input."""
+import dataclasses
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+import mindspore as ms
+
+import run_pretrain
+from smallbert.data.instances import InstanceConfig
+from smallbert.data.pipeline import PipelineConfig, create_pretraining_data
+from smallbert.train import PretrainConfig, TrainStep, pretrain
+
+CORPUS = """\
+The river runs from the hills to the sea.
+In spring the river is high and fast.
+In summer the river is low and slow.
+Children play by the water in the summer.
+Old men fish from the bridge in the morning.
+
+The town has a small market by the river.
+Every morning the farmers bring bread, milk and apples.
+People buy fresh bread and apples at the market.
+The market is busy in the morning and quiet at night.
+At night the lights of the town shine on the water.
+
+A cat lives in the old house on the hill.
+The cat sleeps in the sun in the morning.
+At night the cat hunts in the garden.
+The garden has green trees and red flowers.
+Birds sing in the trees in the spring.
+
+The school is near the market in the town.
+The children walk to school in the morning.
+They read books and learn to write.
+After school the children play in the garden.
+In the summer the school is closed.
+
+The sea is blue and cold in the winter.
+Ships come to the town from the sea.
+The ships bring fish, salt and wood.
+Men carry the wood from the ships to the market.
+In the winter the sea is rough and the ships stay home.
+
+The hills are green in the spring and brown in the summer.
+Sheep eat the grass on the hills.
+A farmer walks with his dog on the hill in the morning.
+The dog runs after the sheep.
+At night the sheep sleep near the old house.
+
+The bridge crosses the river near the school.
+It is an old stone bridge.
+People walk over the bridge to the market.
+In the spring the water runs fast under the bridge.
+Children throw sticks from the bridge into the river.
+
+The baker opens his shop in the early morning.
+He makes bread from wheat, water and salt.
+The smell of bread fills the street.
+People buy bread for the day.
+At night the baker sleeps and the shop is closed.
+"""
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+STEPS, SAVE_AT = 30, 15
+
+
+@pytest.fixture(scope="module")
+def corpus_shards(tmp_path_factory):
+    """Shards made from CORPUS by the data pipeline (seq 32, 5 predictions), a vocab of its words, a config."""
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "corpus.txt").write_text(CORPUS * 3)
+    words = sorted(set(re.findall(r"\w+|[^\w\s]", CORPUS.lower())))
+    (root / "vocab.txt").write_text("\n".join(SPECIAL + words) + "\n")
+    create_pretraining_data(PipelineConfig(
+        input_files=(str(root / "corpus.txt"),), output_dir=str(root / "shards"), vocab_file=str(root / "vocab.txt"),
+        instances=InstanceConfig(max_seq_length=32, max_predictions_per_seq=5, dupe_factor=4)))
+    config = {"vocab_size": len(SPECIAL) + len(words), "hidden_size": 32, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64,
+              "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    (root / "bert_config.json").write_text(json.dumps(config))
+    return root
+
+
+def run_config(root, output_dir, **overrides) -> PretrainConfig:
+    values = dict(data_dir=str(root / "shards"), bert_config_file=str(root / "bert_config.json"),
+                  output_dir=str(output_dir), train_steps=STEPS, train_batch_size=8, lr=2e-3, warmup_steps=3,
+                  save_steps=SAVE_AT, keep_checkpoint_max=2, log_steps=5, eval_data_dir=str(root / "shards"),
+                  eval_steps=SAVE_AT, eval_batches=4, vocab_file=str(root / "vocab.txt"), seed=7)
+    values.update(overrides)
+    return PretrainConfig(**values)
+
+
+def read_rows(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def load(path):
+    return {name: p.asnumpy() for name, p in ms.load_checkpoint(str(path)).items()}
+
+
+@pytest.fixture(scope="module")
+def straight_run(corpus_shards, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("straight")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(output_dir)  # module fixtures run before conftest's per-test chdir
+        results = pretrain(run_config(corpus_shards, output_dir))
+    return output_dir, results
+
+
+def test_loss_falls_and_everything_is_written(straight_run):
+    output_dir, results = straight_run
+    rows = read_rows(output_dir / "metrics.jsonl")
+    train = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train] == list(range(5, STEPS + 1, 5))
+    assert set(train[0]) == {"step", "epoch", "loss", "mlm_loss", "nsp_loss", "lr", "loss_scale", "seq_per_s",
+                             "overflow_steps"}
+    assert train[-1]["loss"] < train[0]["loss"] - 0.5, [r["loss"] for r in train]
+    assert train[-1]["loss"] == pytest.approx(train[-1]["mlm_loss"] + train[-1]["nsp_loss"], rel=1e-5)
+    evals = [r for r in rows if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [SAVE_AT, STEPS]
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    assert 0.0 < results["eval_mlm_accuracy"] <= 1.0 and 0.0 <= results["eval_nsp_accuracy"] <= 1.0
+    assert results["eval_perplexity"] == pytest.approx(np.exp(results["eval_mlm_loss"]), rel=1e-6)
+    assert results["eval_loss"] == pytest.approx(results["eval_mlm_loss"] + results["eval_nsp_loss"], rel=1e-6)
+    checkpoints = sorted(os.listdir(output_dir / "checkpoints"))
+    assert checkpoints == [f"step_{SAVE_AT}", f"step_{STEPS}"]
+    assert sorted(os.listdir(output_dir / "final")) == ["config.json", "model.ckpt", "vocab.txt"]
+
+
+def test_resume_after_a_crash_matches_a_straight_run(corpus_shards, straight_run, tmp_path, monkeypatch):
+    """Killed during step SAVE_AT + 1, resumed from step SAVE_AT: the same weights and optimizer state as
+    STEPS uninterrupted steps (the data position, learning-rate position and moments all carried over)."""
+    output_dir = tmp_path / "resumed"
+    calls = {"n": 0}
+    step = TrainStep.step
+
+    def crash_after_checkpoint(self, *batch):
+        calls["n"] += 1
+        if calls["n"] > SAVE_AT:
+            raise KeyboardInterrupt
+        return step(self, *batch)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainStep, "step", crash_after_checkpoint)
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(run_config(corpus_shards, output_dir))
+    assert os.listdir(output_dir / "checkpoints") == [f"step_{SAVE_AT}"]
+    pretrain(run_config(corpus_shards, output_dir, resume="auto"))
+
+    straight = straight_run[0]
+    for name in (f"checkpoints/step_{STEPS}/model.ckpt", f"checkpoints/step_{STEPS}/training_state.ckpt"):
+        expected, actual = load(straight / name), load(output_dir / name)
+        assert set(actual) == set(expected)
+        for key in expected:
+            np.testing.assert_allclose(actual[key], expected[key], rtol=0, atol=1e-6, err_msg=f"{name}: {key}")
+    # One row per step in the log: the rows after the checkpoint were rewritten, not duplicated.
+    straight_rows, resumed_rows = read_rows(straight / "metrics.jsonl"), read_rows(output_dir / "metrics.jsonl")
+    assert [r["step"] for r in resumed_rows] == [r["step"] for r in straight_rows]
+    for a, b in zip(straight_rows, resumed_rows):
+        for key in ("loss", "mlm_loss", "lr", "eval_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], abs=1e-5), (a["step"], key)
+
+
+def cli_error(capsys, argv) -> str:
+    assert run_pretrain.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+def test_bad_input_is_one_line_before_compiling(corpus_shards, tmp_path, capsys, monkeypatch):
+    def no_compile(*args, **kwargs):
+        raise AssertionError("a graph was built before the input was checked")
+
+    monkeypatch.setattr(TrainStep, "__init__", no_compile)
+    base = ["--data_dir", str(corpus_shards / "shards"), "--config", str(corpus_shards / "bert_config.json"),
+            "--output_dir", str(tmp_path / "run"), "--train_steps", "2"]
+    small_vocab = tmp_path / "small.json"
+    small_vocab.write_text(json.dumps({**json.loads((corpus_shards / "bert_config.json").read_text()),
+                                       "vocab_size": 20}))
+    assert "vocab_size is 20" in cli_error(capsys, base[:2] + ["--config", str(small_vocab)] + base[4:])
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps({**json.loads((corpus_shards / "bert_config.json").read_text()),
+                                 "max_position_embeddings": 16}))
+    assert "max_position_embeddings 16" in cli_error(capsys, base[:2] + ["--config", str(short)] + base[4:])
+    (tmp_path / "empty").mkdir()
+    assert "--data_dir: " in cli_error(capsys, ["--data_dir", str(tmp_path / "empty")] + base[2:])
+    assert "--resume: " in cli_error(capsys, base + ["--resume", str(tmp_path / "nowhere")])
+    assert "nowhere" in cli_error(capsys, base + ["--init_checkpoint", str(tmp_path / "nowhere")])
+    assert "--do_load_ckpt" in cli_error(capsys, base + ["--do_load_ckpt", "True"])
+    assert "bfloat16" in cli_error(capsys, base + ["--amp", "O2", "--amp_dtype", "bfloat16"])
+    assert "--accumulation_steps" in cli_error(capsys, base + ["--train_batch_size", "6",
+                                                               "--accumulation_steps", "4"])
+    assert "exactly one" in cli_error(capsys, base[:-2])
+    checkpointed = tmp_path / "checkpointed" / "checkpoints" / "step_1"
+    checkpointed.mkdir(parents=True)
+    assert "--resume auto" in cli_error(capsys, base[:4] + ["--output_dir", str(tmp_path / "checkpointed"),
+                                                           "--train_steps", "2"])
+
+
+def test_seed_flag_names_map(tmp_path):
+    args = run_pretrain.build_parser().parse_args(
+        ["--data_dir", "d", "--config", "c.json", "--save_ckpt_path", "out", "--epochs", "1", "--jit", "False"])
+    assert args.output_dir == "out" and args.jit is False and args.epochs == 1
+    assert run_pretrain.build_parser().parse_args(["--data_dir", "d", "--config", "c", "--output_dir", "o",
+                                                   "--no-jit"]).jit is False
+    assert dataclasses.fields(PretrainConfig)  # every parsed flag is a PretrainConfig field
+    names = {f.name for f in dataclasses.fields(PretrainConfig)}
+    assert set(vars(args)) - {"do_load_ckpt", "model_path"} <= names

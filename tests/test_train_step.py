@@ -1,0 +1,116 @@
+"""TrainStep: accumulation, loss scaling and overflow skipping, the masked-LM loss (tiny BERT, synthetic data)."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from smallbert import BertForPreTraining
+from smallbert.train import BertPreTrainingWithLoss, DynamicLossScale, TrainStep, masked_lm_loss
+
+
+def synthetic_batch(rng, batch_size, seq_length=16, predictions=4, vocab_size=128, real_predictions=None):
+    """A pretraining batch in PRETRAINING_COLUMNS order; each row has `real_predictions` weighted slots."""
+    real = predictions if real_predictions is None else real_predictions
+    input_ids = rng.integers(5, vocab_size, (batch_size, seq_length)).astype(np.int32)
+    input_mask = np.ones((batch_size, seq_length), np.int32)
+    segment_ids = np.zeros((batch_size, seq_length), np.int32)
+    segment_ids[:, seq_length // 2:] = 1
+    positions = np.stack([np.sort(rng.choice(np.arange(1, seq_length), predictions, replace=False))
+                          for _ in range(batch_size)]).astype(np.int32)
+    masked_lm_ids = rng.integers(5, vocab_size, (batch_size, predictions)).astype(np.int32)
+    weights = np.zeros((batch_size, predictions), np.float32)
+    weights[:, :real] = 1.0
+    positions[:, real:] = 0
+    masked_lm_ids[:, real:] = 0
+    next_sentence_labels = rng.integers(0, 2, (batch_size, 1)).astype(np.int32)
+    return input_ids, input_mask, segment_ids, positions, masked_lm_ids, weights, next_sentence_labels
+
+
+def build_step(config, accumulation_steps):
+    """SGD keeps the check about gradients: Adam's m/sqrt(v) would amplify float noise in near-zero gradients."""
+    ms.set_seed(0)
+    model = BertForPreTraining(config)
+    model.set_train(True)
+    net = BertPreTrainingWithLoss(model)
+    optimizer = nn.SGD(net.trainable_params(), learning_rate=0.5)
+    return TrainStep(net, optimizer, accumulation_steps=accumulation_steps, loss_scale=DynamicLossScale())
+
+
+def copy_state(source: TrainStep, target: TrainStep):
+    """ops.assign, not set_data: after a graph has run, set_data rebinds the Python object and not the graph's."""
+    target_params = {p.name: p for p in target.get_parameters()}
+    for p in source.get_parameters():
+        if p.name in target_params:
+            ops.assign(target_params[p.name], Tensor(p.asnumpy().copy()))
+
+
+@pytest.fixture(scope="module")
+def steps(tiny_config):
+    config = dataclasses.replace(tiny_config, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return build_step(config, 1), build_step(config, 4)
+
+
+def test_accumulation_equals_one_big_batch(steps):
+    whole, accumulated = steps
+    copy_state(whole, accumulated)
+    initial = [p.asnumpy().copy() for p in whole.net_with_loss.trainable_params()]
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        batch = synthetic_batch(rng, 8)
+        out_whole = whole.step(*batch)
+        out_accumulated = accumulated.step(*batch)
+        assert out_accumulated.loss == pytest.approx(out_whole.loss, abs=1e-5)
+        np.testing.assert_allclose(out_accumulated.aux, out_whole.aux, atol=1e-5)
+    for p, q in zip(whole.net_with_loss.trainable_params(), accumulated.net_with_loss.trainable_params()):
+        np.testing.assert_allclose(q.asnumpy(), p.asnumpy(), atol=1e-5, err_msg=p.name)
+    # The updates were real: lr 0.5 moves the weights far more than the tolerance.
+    moved = max(float(np.abs(p.asnumpy() - b).max())
+                for p, b in zip(whole.net_with_loss.trainable_params(), initial))
+    assert moved > 1e-3
+
+
+def test_overflow_skips_update_and_lowers_scale(steps):
+    step = steps[0]
+    params = step.net_with_loss.trainable_params()
+    before = [p.asnumpy().copy() for p in params]
+    ops.assign(step.loss_scale.scale, Tensor(3e38, ms.float32))  # loss × scale = inf: every gradient overflows
+    out = step.step(*synthetic_batch(np.random.default_rng(1), 8))
+    assert out.overflow
+    assert out.loss_scale == pytest.approx(1.5e38, rel=1e-6)
+    assert int(step.loss_scale.good_steps.asnumpy()) == 0
+    for p, b in zip(params, before):
+        np.testing.assert_array_equal(p.asnumpy(), b, err_msg=p.name)
+    ops.assign(step.loss_scale.scale, Tensor(1024.0, ms.float32))
+    out = step.step(*synthetic_batch(np.random.default_rng(2), 8))
+    assert not out.overflow and out.loss_scale == 1024.0
+    assert int(step.loss_scale.good_steps.asnumpy()) == 1
+    assert any(not np.array_equal(p.asnumpy(), b) for p, b in zip(params, before))
+
+
+def test_dynamic_loss_scale_grows_after_window():
+    scale = DynamicLossScale(init_scale=8.0, factor=2.0, window=2)
+    no = Tensor(False)
+    assert float(scale.update(no).asnumpy()) == 8.0
+    assert float(scale.update(no).asnumpy()) == 16.0
+    assert float(scale.update(Tensor(True)).asnumpy()) == 8.0
+    tiny = DynamicLossScale(init_scale=1.0)
+    assert float(tiny.update(Tensor(True)).asnumpy()) == 1.0  # never below 1
+
+
+def test_masked_lm_loss_ignores_padded_predictions():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 5, 11)).astype(np.float32)
+    ids = rng.integers(0, 11, (2, 5)).astype(np.int32)
+    weights = np.array([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], np.float32)
+    loss = float(masked_lm_loss(Tensor(logits), Tensor(ids), Tensor(weights)).asnumpy())
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(log_probs, ids[..., None], -1)[..., 0]
+    assert loss == pytest.approx((nll * weights).sum() / (weights.sum() + 1e-5), rel=1e-5)
+    # Garbage logits and ids in the padded slots change nothing.
+    logits[weights == 0] = 1e4
+    ids[weights == 0] = 3
+    again = float(masked_lm_loss(Tensor(logits), Tensor(ids), Tensor(weights)).asnumpy())
+    assert again == pytest.approx(loss, rel=1e-6)
