@@ -7,13 +7,14 @@ tokenizer, one process, no writes).
 
 Generates Google-format text (Zipf-distributed vocab words and made-up compounds, 4-40 sentences a
 document) of each size, runs our tool (MindRecord writes included) on every size and the reference
-on the first, each in its own process tree, and prints instances/s, their ratio, and peak RSS (the
-sum over the tool's processes, sampled every 0.1 s) for each size. Our time is the whole command
+on the first, each in its own process tree, and prints instances/s, their ratio, and peak memory (PSS
+summed over the tool's processes, sampled every 0.5 s) for each size. Our time is the whole command
 (start-up, extraction, writes); the reference's is its tokenization and instance building only.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -37,13 +38,13 @@ def generate_corpus(path: str, megabytes: float, vocab_file: str, seed: int = 0)
         words = [w for w in f.read().split("\n")[1000:] if w.isalpha()]
     rng = random.Random(seed)
     words += [a + b for a, b in zip(rng.sample(words, 5000), rng.sample(words, 5000))]
-    weights = [1.0 / (rank + 10) for rank in range(len(words))]
+    cum_weights = list(itertools.accumulate(1.0 / (rank + 10) for rank in range(len(words))))
     target, written = megabytes * 1e6, 0
     with open(path, "w", encoding="utf-8") as f:
         while written < target:
             lines = []
             for _ in range(rng.randint(4, 40)):
-                sentence = rng.choices(words, weights, k=rng.randint(5, 30))
+                sentence = rng.choices(words, cum_weights=cum_weights, k=rng.randint(5, 30))
                 sentence[rng.randrange(len(sentence))] += ","
                 lines.append(" ".join(sentence).capitalize() + ".")
             text = "\n".join(lines) + "\n\n"
@@ -51,38 +52,39 @@ def generate_corpus(path: str, megabytes: float, vocab_file: str, seed: int = 0)
             written += len(text)
 
 
-def tree_rss_mb(root: int) -> float:
-    """Resident memory of `root` and its descendants, from /proc."""
+def tree_memory_mb(root: int) -> float:
+    """Proportional set size (PSS: private pages plus a share of shared ones, so libraries mapped by
+    several processes count once) of `root` and its descendants, from /proc."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-        rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    total, stack = 0, [root]
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+            except OSError:
+                continue
+    total_kb, stack = 0, [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
         stack.extend(children.get(pid, []))
-    return total / 2**20
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total_kb += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            continue
+    return total_kb / 1024
 
 
 def run_measured(command: list[str]) -> tuple[float, float, str]:
-    """Runs `command`; returns (seconds, peak RSS of its process tree in MB, stdout)."""
+    """Runs `command`; returns (seconds, peak memory (PSS) of its process tree in MB, stdout)."""
     start = time.time()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     peak = [0.0]
 
     def sample():
         while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss_mb(proc.pid))
-            time.sleep(0.1)
+            peak[0] = max(peak[0], tree_memory_mb(proc.pid))
+            time.sleep(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -145,7 +147,7 @@ def main() -> None:
             instances = json.load(f)["statistics"]["instances"]
         rows.append((f"smallbert --processes {args.processes}", size, instances, seconds, rss))
         print(f"ours      {size:6g} MB: {instances} instances in {seconds:.1f}s = {instances / seconds:,.0f}/s, "
-              f"peak RSS {rss:,.0f} MB", flush=True)
+              f"peak PSS {rss:,.0f} MB", flush=True)
         if index == 0:
             ref_seconds, ref_rss, out_json = run_measured([sys.executable, os.path.abspath(__file__),
                                                            "--reference_corpus", corpus, *flags])
@@ -154,10 +156,10 @@ def main() -> None:
             rows.append(("Google-style reference", size, ref["instances"], ref_seconds, ref_rss))
             print(f"reference {size:6g} MB: {ref['instances']} instances in {ref_seconds:.1f}s = "
                   f"{ref['instances'] / ref_seconds:,.0f}/s (tokenize {ref['tokenize_s']:.1f}s, instances "
-                  f"{ref['instances_s']:.1f}s), peak RSS {ref_rss:,.0f} MB", flush=True)
+                  f"{ref['instances_s']:.1f}s), peak PSS {ref_rss:,.0f} MB", flush=True)
             ratio = (instances / seconds) / (ref["instances"] / ref_seconds)
             print(f"ratio (ours / reference, instances/s): {ratio:.2f}x", flush=True)
-    print("\n| run | corpus | instances | seconds | instances/s | peak RSS |\n|---|---|---|---|---|---|")
+    print("\n| run | corpus | instances | seconds | instances/s | peak memory (PSS) |\n|---|---|---|---|---|---|")
     for name, size, instances, seconds, rss in rows:
         print(f"| {name} | {size:g} MB | {instances:,} | {seconds:.1f} | {instances / seconds:,.0f} | {rss:,.0f} MB |")
 

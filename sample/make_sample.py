@@ -1,6 +1,7 @@
 """Writes the bundled sample that tools/quickstart.py runs on; all text is made up here, none is copied.
 
-    python sample/make_sample.py            # rewrites the files below, byte-identical for the same code
+    python sample/make_sample.py [--output_dir DIR]   # (re)writes the files below into sample/ (or DIR),
+                                                      # byte-identical every time
 
 - `wiki/sample-pages-articles.xml.bz2`: a MediaWiki export of articles about an invented river valley (towns,
   rivers, people, animals, festivals), written in wikitext with the markup real dumps have (infobox templates,
@@ -12,6 +13,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import bz2
 import json
 import os
@@ -226,15 +228,21 @@ NEG_CLOSERS = ["a waste of a good cast", "hard to sit through", "one of the wors
 def review(rng: random.Random, label: int) -> str:
     good, bad = (POSITIVE, NEGATIVE) if label else (NEGATIVE, POSITIVE)
     closers = POS_CLOSERS if label else NEG_CLOSERS
-    form = rng.randrange(5)
+    form = rng.randrange(7)
     if form == 0:
-        text = f"a {pick(rng, good)} and {pick(rng, good)} {pick(rng, NOUNS)} ."
+        first, second = rng.sample(good, 2)
+        text = f"a {first} and {second} {pick(rng, NOUNS)} ."
     elif form == 1:
-        text = f"{pick(rng, SUBJECTS)} is {pick(rng, good)} , and {pick(rng, SUBJECTS)} is even more {pick(rng, good)} ."
+        first, second = rng.sample(SUBJECTS, 2)
+        text = f"{first} is {pick(rng, good)} , and {second} is even more {pick(rng, good)} ."
     elif form == 2:
         text = f"{pick(rng, SUBJECTS)} is never {pick(rng, bad)} ; it is {pick(rng, closers)} ."
     elif form == 3:
         text = f"for all its {pick(rng, bad)} moments , {pick(rng, SUBJECTS)} is {pick(rng, good)} ."
+    elif form == 4:  # the only sentiment word is negated: word order matters
+        text = f"{pick(rng, SUBJECTS)} is not {pick(rng, bad)} at all ."
+    elif form == 5:
+        text = f"i expected {pick(rng, SUBJECTS)} to be {pick(rng, bad)} , but it is {pick(rng, good)} ."
     else:
         text = f"{pick(rng, closers)} ."
     return text
@@ -282,28 +290,31 @@ def write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", default=HERE, help="where to write (default: this directory)")
+    out = parser.parse_args(argv).output_dir
     rng = random.Random(SEED)
     pages = wiki_pages(rng)
-    dump = os.path.join(HERE, "wiki", "sample-pages-articles.xml.bz2")
+    dump = os.path.join(out, "wiki", "sample-pages-articles.xml.bz2")
     os.makedirs(os.path.dirname(dump), exist_ok=True)
     with open(dump, "wb") as f:
         f.write(bz2.compress(mediawiki_xml(pages).encode("utf-8"), 9))
 
     splits = {"train": sst2_rows(rng, 800), "dev": sst2_rows(rng, 200), "test": sst2_rows(rng, 100)}
     for split in ("train", "dev"):
-        write_text(os.path.join(HERE, "SST-2", f"{split}.tsv"),
+        write_text(os.path.join(out, "SST-2", f"{split}.tsv"),
                    "sentence\tlabel\n" + "".join(f"{s}\t{label}\n" for s, label in splits[split]))
-    write_text(os.path.join(HERE, "SST-2", "test.tsv"),
+    write_text(os.path.join(out, "SST-2", "test.tsv"),
                "index\tsentence\n" + "".join(f"{i}\t{s}\n" for i, (s, _) in enumerate(splits["test"])))
 
     texts = [plain_text(text) for _, text in pages] + [s for rows in splits.values() for s, _ in rows]
-    vocab_size = build_vocab(texts, os.path.join(HERE, "vocab.txt"))
+    vocab_size = build_vocab(texts, os.path.join(out, "vocab.txt"))
     config = {"vocab_size": vocab_size, "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
               "intermediate_size": 512, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
               "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 128, "type_vocab_size": 2,
               "initializer_range": 0.02}
-    write_text(os.path.join(HERE, "bert_config.json"), json.dumps(config, indent=2) + "\n")
+    write_text(os.path.join(out, "bert_config.json"), json.dumps(config, indent=2) + "\n")
     print(f"{len(pages)} pages, vocab {vocab_size}, SST-2 rows {', '.join(f'{k} {len(v)}' for k, v in splits.items())}")
 
 

@@ -131,7 +131,8 @@ def test_google_tf_checkpoint_to_ours_and_hf(tmp_path, tiny_config, reference, b
     write_vocab(release / "vocab.txt", tiny_config.vocab_size)
 
     convert("google", "smallbert", str(release), str(tmp_path / "ours"))
-    assert sorted(os.listdir(tmp_path / "ours")) == ["config.json", "model.ckpt", "vocab.txt"]
+    assert sorted(os.listdir(tmp_path / "ours")) == ["config.json", "model.ckpt", "tokenizer_config.json", "vocab.txt"]
+    assert json.loads((tmp_path / "ours" / "tokenizer_config.json").read_text())["do_lower_case"] is True
     ours = BertForPreTraining.from_pretrained(str(tmp_path / "ours"))
     assert ours.load_report.missing == [] and ours.load_report.unexpected == []
     assert_pretraining_logits_match(ours, reference, batch)
@@ -200,6 +201,15 @@ def test_our_classifier_checkpoint_to_hf(tmp_path, tiny_config, batch):
     ids, types, mask, _ = batch
     logits = ours(*(ms.Tensor(a) for a in (ids, types, mask))).asnumpy()
     assert np.abs(logits - torch_outputs(hf_model.eval(), ids, types, mask).logits.numpy()).max() <= 1e-4
+
+
+def test_lower_casing_is_read_off_the_vocabulary(tmp_path):
+    from smallbert.convert.hf import vocab_is_lower_case
+
+    (tmp_path / "uncased.txt").write_text("[PAD]\n[UNK]\n[CLS]\nthe\n##s\nzürich\n")
+    (tmp_path / "cased.txt").write_text("[PAD]\n[UNK]\n[CLS]\nthe\n##s\nZürich\n")
+    assert vocab_is_lower_case(str(tmp_path / "uncased.txt"))
+    assert not vocab_is_lower_case(str(tmp_path / "cased.txt"))
 
 
 def test_without_tensorflow_the_error_says_what_to_install(tmp_path, monkeypatch):

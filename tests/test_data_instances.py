@@ -145,3 +145,53 @@ def test_bad_settings_and_vocab():
         InstanceConfig(max_predictions_per_seq=0).validate()
     with pytest.raises(SmallBertError, match=r"v.txt: vocab lacks \[CLS\], \[MASK\]"):
         TokenIds.from_vocab({"[SEP]": 0, "a": 1}, "v.txt")
+
+
+def test_chinese_whole_word_mask(tmp_path):
+    rjieba = pytest.importorskip("rjieba")
+    from smallbert.data.instances import WORD_CONTINUATION
+    from smallbert.data.pipeline import PipelineConfig, _Worker
+
+    words = ["北京", "天安门", "我们", "喜欢", "学习", "中国", "人民", "的", "了", "中华人民共和国"]
+    chars = sorted(set("".join(words)))
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "，", "。", "!", "also", "una", "##ffa",
+                                "##ble", *chars]) + "\n", encoding="utf-8")
+    tokenizer = FullTokenizer(vocab)
+    config = PipelineConfig(input_files=(), output_dir=str(tmp_path), vocab_file=str(vocab),
+                            chinese_whole_word_mask=True, instances=InstanceConfig(do_whole_word_mask=True))
+    worker = _Worker(config)
+    sentence = "我们喜欢北京天安门，also 中华人民共和国 unaffable!"
+    (marked,) = worker._encode_chinese_words([sentence])
+    assert [i % WORD_CONTINUATION for i in marked] == tokenizer.encode_batch([sentence])[0]
+    segmented = rjieba.cut("我们喜欢北京天安门") + rjieba.cut("中华人民共和国")
+    assert [i < WORD_CONTINUATION for i in marked if tokenizer.inv_vocab[i % WORD_CONTINUATION] in chars] == \
+        [k == 0 for word in segmented for k in range(len(word))]  # a head per jieba word, the rest continue it
+    assert any(len(word) > 1 for word in segmented)
+
+    rng = random.Random(0)
+    texts = ["".join(rng.choices(words, k=12)) + "。" for _ in range(200)]
+    docs = [worker._encode_chinese_words(texts[k:k + 5]) for k in range(0, 200, 5)]
+    instances = create_training_instances(docs, InstanceConfig(max_seq_length=40, max_predictions_per_seq=6,
+                                                               do_whole_word_mask=True, dupe_factor=2),
+                                          TokenIds.from_vocab(tokenizer.vocab), rng)
+    arrays = pack_instances(instances, 40, 6)
+    assert arrays["input_ids"].max() < len(tokenizer.vocab) and arrays["masked_lm_ids"].max() < len(tokenizer.vocab)
+    whole = 0
+    for inst in instances:
+        original = list(inst.input_ids)
+        for position, label in zip(inst.masked_lm_positions, inst.masked_lm_labels):
+            original[position] = label
+        masked = set(inst.masked_lm_positions)
+        groups: list[list[int]] = []  # words as masking sees them: [CLS]/[SEP] are skipped, not boundaries
+        for position, token in enumerate(original):
+            if token in (2, 3):
+                continue
+            if token >= WORD_CONTINUATION and groups:
+                groups[-1].append(position)
+            else:
+                groups.append([position])
+        for group in groups:
+            assert len(masked.intersection(group)) in (0, len(group))
+            whole += len(group) > 1 and group[0] in masked
+    assert whole > 20

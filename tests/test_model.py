@@ -204,4 +204,5 @@ def test_float16_compute_keeps_float32_parameters_and_outputs(tiny_config):
     (mlm32, nsp32), (mlm16, nsp16) = full(*args), half(*args)
     assert mlm16.dtype == mstype.float32 and nsp16.dtype == mstype.float32
     np.testing.assert_allclose(mlm16.asnumpy(), mlm32.asnumpy(), atol=2e-2)
+    np.testing.assert_allclose(nsp16.asnumpy(), nsp32.asnumpy(), atol=2e-2)
     assert not np.array_equal(mlm16.asnumpy(), mlm32.asnumpy())

@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     algo.add_argument("--random_seed", type=int, default=12345, help="seed (default 12345)")
     algo.add_argument("--do_whole_word_mask", default=False, **flag,
                       help="mask all WordPieces of a word together (default false)")
+    algo.add_argument("--chinese_whole_word_mask", action="store_true",
+                      help="also mask Chinese words whole (segmented with rjieba: pip install 'smallbert[chinese]'); "
+                           "implies --do_whole_word_mask")
     algo.add_argument("--dynamic_masking", default=False, **flag,
                       help="store unmasked instances; the pretraining reader masks them anew every epoch")
     run = parser.add_argument_group("scale")
@@ -78,11 +81,12 @@ def main(argv: list[str] | None = None) -> None:
         input_files=tuple(args.input_file), output_dir=args.output_dir, vocab_file=args.vocab_file,
         do_lower_case=args.do_lower_case, random_seed=args.random_seed, processes=args.processes,
         documents_per_chunk=args.documents_per_chunk, num_shards=args.num_shards, shard_index=args.shard_index,
-        language=args.language, extract_only=args.extract_only,
+        language=args.language, extract_only=args.extract_only, chinese_whole_word_mask=args.chinese_whole_word_mask,
         instances=InstanceConfig(max_seq_length=args.max_seq_length,
                                  max_predictions_per_seq=args.max_predictions_per_seq,
                                  masked_lm_prob=args.masked_lm_prob, short_seq_prob=args.short_seq_prob,
-                                 dupe_factor=args.dupe_factor, do_whole_word_mask=args.do_whole_word_mask,
+                                 dupe_factor=args.dupe_factor,
+                                 do_whole_word_mask=args.do_whole_word_mask or args.chinese_whole_word_mask,
                                  dynamic_masking=args.dynamic_masking))
     start = time.time()
     result = create_pretraining_data(config)

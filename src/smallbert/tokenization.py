@@ -38,7 +38,7 @@ from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from smallbert.errors import SmallBertError
 
 UNK_TOKEN = "[UNK]"
-_CJK_RANGES = (  # Google's `_is_chinese_char`: the CJK Unified Ideographs blocks.
+CJK_RANGES = (  # Google's `_is_chinese_char`: the CJK Unified Ideographs blocks.
     (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
     (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
 )
@@ -81,7 +81,7 @@ def _unicode_classes() -> tuple[re.Pattern, str]:
     """Google's character classes from this interpreter's `unicodedata`: the Python regex of what
     `_clean_text` drops (NUL, U+FFFD, Cc and Cf except \\t \\n \\r), and the Oniguruma (Rust) class
     of characters that become words of their own (punctuation and CJK ideographs)."""
-    remove, split = {0, 0xFFFD}, {cp for a, b in _CJK_RANGES for cp in range(a, b + 1)}
+    remove, split = {0, 0xFFFD}, {cp for a, b in CJK_RANGES for cp in range(a, b + 1)}
     split.update(cp for a, b in ((33, 47), (58, 64), (91, 96), (123, 126)) for cp in range(a, b + 1))
     for cp in range(sys.maxunicode + 1):
         cat = unicodedata.category(chr(cp))

@@ -6,6 +6,7 @@ spelling differences (a missing `bert.` prefix, old `gamma`/`beta`, tied decoder
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -13,7 +14,7 @@ import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -207,26 +208,29 @@ def from_pretrained(cls, path: str, config: BertConfig | None = None, **model_kw
     return model
 
 
-def save_pretrained(model: "BertPreTrainedModel", directory: str, vocab_file: str | None = None) -> None:
-    """Writes config.json, model.ckpt and vocab.txt (if `vocab_file` or `model.vocab_file` is set) to `directory`.
-
-    Files are first written to a temporary directory beside it, then moved in, so a reader never sees a
-    half-written checkpoint.
-    """
-    import mindspore as ms
-
-    directory = os.fspath(directory)
+@contextlib.contextmanager
+def staged_directory(directory: str) -> Iterator[str]:
+    """Yields an empty temporary directory beside `directory`; on success its files are moved into `directory`,
+    so a reader never sees a half-written checkpoint. On failure nothing of it is left behind."""
     parent = os.path.dirname(os.path.abspath(directory))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
     try:
-        model.config.to_json_file(os.path.join(staging, CONFIG_NAME))
-        ms.save_checkpoint(model, os.path.join(staging, CKPT_NAME))
-        vocab_file = vocab_file or model.vocab_file
-        if vocab_file:
-            shutil.copyfile(vocab_file, os.path.join(staging, VOCAB_NAME))
+        yield staging
         os.makedirs(directory, exist_ok=True)
         for name in os.listdir(staging):
             os.replace(os.path.join(staging, name), os.path.join(directory, name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def save_pretrained(model: "BertPreTrainedModel", directory: str, vocab_file: str | None = None) -> None:
+    """Writes config.json, model.ckpt and vocab.txt (if `vocab_file` or `model.vocab_file` is set) to `directory`."""
+    import mindspore as ms
+
+    vocab_file = vocab_file or model.vocab_file
+    with staged_directory(os.fspath(directory)) as staging:
+        model.config.to_json_file(os.path.join(staging, CONFIG_NAME))
+        ms.save_checkpoint(model, os.path.join(staging, CKPT_NAME))
+        if vocab_file:
+            shutil.copyfile(vocab_file, os.path.join(staging, VOCAB_NAME))

@@ -72,17 +72,20 @@ def convert(source_format: str, target_format: str, input_path: str, output_dir:
     """Converts the checkpoint at `input_path` into `output_dir`; returns the model that was written.
 
     source_format: "google" (TF checkpoint + bert_config.json), "hf" (config.json + model.safetensors or
-    pytorch_model.bin) or "smallbert" (config.json + model.ckpt). target_format: "smallbert" or "hf".
+    pytorch_model.bin) or "smallbert" (config.json + model.ckpt). target_format: "smallbert" (config.json,
+    model.ckpt, vocab.txt, tokenizer_config.json) or "hf" (see `hf.save_hf`).
     """
     if target_format not in TARGETS:
         raise SmallBertError(f"--to: unknown format {target_format!r}, expected one of {', '.join(TARGETS)}")
     if source_format == target_format:
         raise SmallBertError(f"--from and --to are both {source_format!r}: nothing to convert")
-    model = load_model(input_path, source_format)
-    if target_format == "smallbert":
-        model.save_pretrained(output_dir)
-    else:
-        from .hf import save_hf
+    from .hf import save_hf, tokenizer_config, write_json
 
+    model = load_model(input_path, source_format)
+    if target_format == "hf":
         save_hf(model, output_dir)
+    else:
+        model.save_pretrained(output_dir)
+        if model.vocab_file:  # tells fine-tuning whether to lower-case, as transformers' tokenizer config does
+            write_json(os.path.join(output_dir, "tokenizer_config.json"), tokenizer_config(model, model.vocab_file))
     return model

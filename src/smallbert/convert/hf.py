@@ -7,18 +7,17 @@ word embeddings and `cls.predictions.bias`. Reading Hugging Face directories is 
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
-import tempfile
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from ..model import BertForSequenceClassification, BertPreTrainedModel
 from ..tokenization import load_vocab
+from ..weights import staged_directory
 
 logger = logging.getLogger("smallbert")
 
@@ -52,21 +51,6 @@ def tokenizer_config(model: BertPreTrainedModel, vocab_file: str) -> dict[str, A
 def hf_state_dict(model: BertPreTrainedModel) -> dict[str, np.ndarray]:
     """{Hugging Face name: float32 array} of every parameter of `model`."""
     return {p.name: np.ascontiguousarray(p.asnumpy(), dtype=np.float32) for p in model.get_parameters()}
-
-
-@contextlib.contextmanager
-def staged_directory(directory: str) -> Iterator[str]:
-    """Yields an empty temporary directory beside `directory`; on success its files are moved into `directory`."""
-    parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-    try:
-        yield staging
-        os.makedirs(directory, exist_ok=True)
-        for name in os.listdir(staging):
-            os.replace(os.path.join(staging, name), os.path.join(directory, name))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_json(path: str, values: dict[str, Any]) -> None:

@@ -78,18 +78,20 @@ def clean_wiki_text(text: str) -> list[str]:
     return [p for p in paragraphs if p]
 
 
-def _open_binary(path: str) -> IO[bytes]:
+def _decompressed(path: str, file: IO[bytes]) -> IO[bytes]:
     if path.endswith(".bz2"):
-        return bz2.open(path, "rb")
+        return bz2.open(file, "rb")
     if path.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+        return gzip.open(file, "rb")
+    return file
 
 
 def read_text_documents(path: str, counts: Counter) -> Iterator[Document]:
-    """Documents of a Google-format text file. Counts `undecodable_lines` in `counts`."""
+    """Documents of a Google-format text file. Counts `undecodable_lines` in `counts`, and
+    `input_bytes_read` (of the file as stored, for progress) at each document."""
     document: Document = []
-    with _open_binary(path) as f:
+    done = 0
+    with open(path, "rb") as file, _decompressed(path, file) as f:
         for raw in f:
             try:
                 line = raw.decode("utf-8")
@@ -100,8 +102,11 @@ def read_text_documents(path: str, counts: Counter) -> Iterator[Document]:
             if line:
                 document.append(line)
             elif document:
+                counts["input_bytes_read"] += file.tell() - done
+                done = file.tell()
                 yield document
                 document = []
+        counts["input_bytes_read"] += file.tell() - done
     if document:
         yield document
 

@@ -29,6 +29,10 @@ import numpy as np
 from smallbert.errors import SmallBertError
 
 Document = list[list[int]]  # sentences of token ids
+# Ids at or above this mark a token that continues the previous token's word although it is no
+# "##" piece (Chinese characters of one segmented word): id + WORD_CONTINUATION. Masking groups
+# them like "##" pieces; `pack_instances` turns them back into the real ids.
+WORD_CONTINUATION = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -116,33 +120,41 @@ def create_masked_lm_predictions(tokens: list[int], masked_lm_prob: float, max_p
 
     Returns (masked tokens, sorted masked positions, original ids at those positions).
     """
-    candidates: list[list[int]] = []
-    for i, token in enumerate(tokens):
-        if token == ids.cls or token == ids.sep:
-            continue
-        if do_whole_word_mask and candidates and token in ids.continuation:
-            candidates[-1].append(i)
-        else:
-            candidates.append([i])
+    # Candidates: single positions, or whole words (a head and its "##" pieces).
+    special = (ids.cls, ids.sep)
+    if do_whole_word_mask:
+        candidates: list = []
+        for i, token in enumerate(tokens):
+            if token in special:
+                continue
+            if candidates and (token in ids.continuation or token >= WORD_CONTINUATION):
+                candidates[-1].append(i)
+            else:
+                candidates.append([i])
+    else:
+        candidates = [i for i, token in enumerate(tokens) if token not in special]
     shuffle(candidates, rng)
 
-    output = list(tokens)
     num_to_predict = min(max_predictions_per_seq, max(1, int(round(len(tokens) * masked_lm_prob))))
-    masked: list[int] = []
-    # Candidate sets are disjoint, so Google's "already covered" check never fires: not repeated here.
-    for index_set in candidates:
-        if len(masked) >= num_to_predict:
-            break
-        if len(masked) + len(index_set) > num_to_predict:  # a whole word must fit entirely
-            continue
-        for index in index_set:
-            if rng.random() < 0.8:
-                output[index] = ids.mask
-            elif rng.random() < 0.5:
-                pass  # 10%: keep the original token
-            else:
-                output[index] = ids.words[rng.randint(0, len(ids.words) - 1)]
-            masked.append(index)
+    if do_whole_word_mask:
+        # A word must fit entirely, else it is skipped. Candidate sets are disjoint, so Google's
+        # "already covered" check never fires and is not repeated here.
+        masked: list[int] = []
+        for word in candidates:
+            if len(masked) >= num_to_predict:
+                break
+            if len(masked) + len(word) <= num_to_predict:
+                masked.extend(word)
+    else:
+        masked = candidates[:num_to_predict]
+    output = list(tokens)
+    for index in masked:  # in candidate order: the draws come in Google's order
+        if rng.random() < 0.8:
+            output[index] = ids.mask
+        elif rng.random() < 0.5:
+            pass  # 10%: keep the original token
+        else:
+            output[index] = ids.words[rng.randint(0, len(ids.words) - 1)]
     masked.sort()
     return output, masked, [tokens[i] for i in masked]
 
@@ -241,8 +253,9 @@ def pack_instances(instances: list[TrainingInstance], max_seq_length: int,
     def padded(rows: list[list[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
         lengths = np.fromiter(map(len, rows), np.int64, n)
         filled = np.arange(width) < lengths[:, None]
+        values = np.fromiter(chain.from_iterable(rows), np.int64, int(lengths.sum()))
         out = np.zeros((n, width), np.int32)
-        out[filled] = np.fromiter(chain.from_iterable(rows), np.int32, int(lengths.sum()))  # row-major fill
+        out[filled] = values % WORD_CONTINUATION  # row-major fill; continuation marks removed
         return out, filled
 
     input_ids, input_mask = padded([inst.input_ids for inst in instances], max_seq_length)

@@ -1,13 +1,14 @@
 """The streaming pipeline: input files → documents → chunks → instances → MindRecord shards.
 
-The document stream (see `extract.py`) is cut into chunks of `documents_per_chunk` documents
-(fewer if they reach `MAX_CHUNK_CHARS` characters; a longer document is cut at a sentence
-boundary). Each chunk is turned into its own shard `part-<chunk>.mindrecord` with Google's
-algorithm (`instances.py`) and its own `random.Random(random_seed + (chunk << 32))`, so a chunk's
-shard depends on nothing but its documents, the flags and its index: processes take chunks in
-any order and the output is byte-identical for any `--processes`, and `--num_shards K
---shard_index I` (chunks with index % K == I) splits the work across machines into the same
-files. At most 2 × processes chunks are in flight, so memory does not grow with the corpus.
+The document stream (see `extract.py`) is cut into chunks of `documents_per_chunk` documents,
+fewer if they reach `CHUNK_TEXT_BUDGET / dupe_factor` characters (a longer document is cut at a
+sentence boundary). Worker processes turn each chunk into instances with Google's algorithm
+(`instances.py`) and the chunk's own `random.Random(random_seed + (chunk << 32))`; this process
+writes them as the chunk's shard `part-<chunk>.mindrecord`. A shard depends on nothing but its
+chunk's documents, the flags and its index: the output is byte-identical for any `--processes`,
+and `--num_shards K --shard_index I` (chunks with index % K == I) splits the work across
+machines into the same files. At most processes + 1 chunks are in flight, so memory does not
+grow with the corpus; only this process imports MindSpore (for writing).
 
 Where this differs from Google's `create_pretraining_data.py`, and why:
   * Google loads the whole corpus, shuffles all documents, draws random next sentences from any
@@ -25,7 +26,9 @@ import dataclasses
 import json
 import os
 import random
+import re
 import shutil
+import time
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -34,13 +37,17 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from smallbert.data.extract import Document, expand_inputs, read_documents
-from smallbert.data.instances import InstanceConfig, TokenIds, create_training_instances, pack_instances
+from smallbert.data.extract import Document, expand_inputs, is_wiki_dump, read_documents
+from smallbert.data.instances import (WORD_CONTINUATION, InstanceConfig, TokenIds, create_training_instances,
+                                      pack_instances)
 from smallbert.data.records import METADATA_FORMAT, metadata_name, summarize, write_mindrecord
 from smallbert.errors import SmallBertError
-from smallbert.tokenization import FullTokenizer
+from smallbert.tokenization import CJK_RANGES, FullTokenizer
 
-MAX_CHUNK_CHARS = 32 << 20
+# A chunk's instances (and their memory) grow with its text times --dupe_factor: chunks hold at
+# most this many characters divided by --dupe_factor (~30,000 instances of 128 tokens).
+CHUNK_TEXT_BUDGET = 16 << 20
+_CJK_RUN = re.compile("([" + "".join(f"\\U{a:08X}-\\U{b:08X}" for a, b in CJK_RANGES) + "]+)")
 
 
 @dataclass(frozen=True)
@@ -58,11 +65,12 @@ class PipelineConfig:
     num_shards: int = 1
     shard_index: int = 0
     language: str = "en"
+    chinese_whole_word_mask: bool = False  # group Chinese characters into words (rjieba) for masking
     extract_only: bool = False
 
 
 def chunk_documents(documents: Iterable[Document], documents_per_chunk: int,
-                    max_chars: int = MAX_CHUNK_CHARS) -> Iterator[list[Document]]:
+                    max_chars: int) -> Iterator[list[Document]]:
     """Groups documents into chunks of `documents_per_chunk`, or fewer reaching `max_chars`
     characters; a document longer than that is cut at sentence boundaries."""
     chunk: list[Document] = []
@@ -96,37 +104,69 @@ class _Worker:
         self.config = config
         self.tokenizer = FullTokenizer(config.vocab_file, config.do_lower_case)
         self.ids = TokenIds.from_vocab(self.tokenizer.vocab, config.vocab_file)
-        self.tmp_dir = _tmp_dir(config)
 
-    def process(self, chunk_index: int, documents: list[Document]) -> tuple[str | None, int, Counter]:
-        """Tokenizes one chunk, builds its instances and writes its shard.
+    def process(self, chunk_index: int, documents: list[Document]) -> tuple[dict[str, np.ndarray] | None, Counter]:
+        """Tokenizes one chunk and builds its instances.
 
-        Returns (shard file name or None if no instance, rows, counts).
+        Returns (the instances as `pack_instances` arrays, or None if there is none; counts).
         """
         config, counts = self.config.instances, Counter()
-        encoded = iter(self.tokenizer.encode_batch([s for d in documents for s in d]))
+        sentences = [s for d in documents for s in d]
+        encoded = iter(self._encode_chinese_words(sentences) if self.config.chinese_whole_word_mask
+                       else self.tokenizer.encode_batch(sentences))
         tokenized = []
         for document in documents:
-            sentences = [ids for ids in (next(encoded) for _ in document) if ids]  # Google drops empty lines
-            counts["sentences"] += len(sentences)
-            counts["documents" if sentences else "empty_documents"] += 1
-            counts["single_sentence_documents"] += len(sentences) == 1
-            if sentences:
-                tokenized.append(sentences)
+            document_ids = [ids for ids in (next(encoded) for _ in document) if ids]  # Google drops empty lines
+            counts["sentences"] += len(document_ids)
+            counts["documents" if document_ids else "empty_documents"] += 1
+            counts["single_sentence_documents"] += len(document_ids) == 1
+            if document_ids:
+                tokenized.append(document_ids)
         rng = random.Random(self.config.random_seed + (chunk_index << 32))
         instances = create_training_instances(tokenized, config, self.ids, rng)
         if not instances:
-            return None, 0, counts
+            return None, counts
         arrays = pack_instances(instances, config.max_seq_length, config.max_predictions_per_seq)
         counts.update(_instance_counts(arrays, self.ids.mask))
-        name = shard_name(chunk_index)
-        work_dir = os.path.join(self.tmp_dir, name)
-        os.makedirs(work_dir, exist_ok=True)
-        write_mindrecord(os.path.join(work_dir, name), arrays)
-        for suffix in ("", ".db"):  # both complete: publish them
-            os.replace(os.path.join(work_dir, name + suffix), os.path.join(self.config.output_dir, name + suffix))
-        os.rmdir(work_dir)
-        return name, len(instances), counts
+        return arrays, counts
+
+    def _encode_chinese_words(self, sentences: list[str]) -> list[list[int]]:
+        """`encode_batch`, with the 2nd and later characters of each multi-character Chinese word
+        (segmented by jieba) marked as word continuations (`WORD_CONTINUATION`).
+
+        Google's tokenizer makes every CJK ideograph a word of its own, so cutting the text at
+        CJK runs changes no token; each run is segmented into words, each character one token.
+        """
+        import rjieba
+
+        encoded = []
+        for sentence in sentences:
+            pieces = _CJK_RUN.split(sentence)  # odd indices: CJK runs
+            ids_per_piece = self.tokenizer.encode_batch(pieces)
+            ids: list[int] = []
+            for k, (piece, piece_ids) in enumerate(zip(pieces, ids_per_piece)):
+                if k % 2 == 0:
+                    ids.extend(piece_ids)
+                    continue
+                position = 0
+                for word in rjieba.cut(piece):
+                    word_ids = piece_ids[position:position + len(word)]
+                    ids.extend([word_ids[0], *(i + WORD_CONTINUATION for i in word_ids[1:])])
+                    position += len(word)
+            encoded.append(ids)
+        return encoded
+
+
+def _publish(config: PipelineConfig, chunk_index: int, arrays: dict[str, np.ndarray]) -> str:
+    """Writes a chunk's shard under the temporary directory, then renames it into the output."""
+    name = shard_name(chunk_index)
+    work_dir = os.path.join(_tmp_dir(config), name)
+    os.makedirs(work_dir, exist_ok=True)
+    write_mindrecord(os.path.join(work_dir, name), arrays)
+    for suffix in (".db", ""):  # both complete: publish them, the shard itself last
+        os.replace(os.path.join(work_dir, name + suffix), os.path.join(config.output_dir, name + suffix))
+    os.rmdir(work_dir)
+    return name
 
 
 def _instance_counts(arrays: dict[str, np.ndarray], mask_id: int) -> dict[str, int]:
@@ -182,6 +222,14 @@ def _validate(config: PipelineConfig) -> tuple[list[str], FullTokenizer]:
         raise SmallBertError(f"--processes={config.processes}: must be at least 1")
     if config.documents_per_chunk < 1:
         raise SmallBertError(f"--documents_per_chunk={config.documents_per_chunk}: must be at least 1")
+    if config.chinese_whole_word_mask:
+        if config.instances.dynamic_masking or not config.instances.do_whole_word_mask:
+            raise SmallBertError("--chinese_whole_word_mask: needs --do_whole_word_mask and static masking "
+                                 "(the word boundaries are not stored for --dynamic_masking)")
+        try:
+            import rjieba  # noqa: F401
+        except ImportError:
+            raise SmallBertError("--chinese_whole_word_mask: needs rjieba (pip install 'smallbert[chinese]')") from None
     if not 0 <= config.shard_index < config.num_shards:
         raise SmallBertError(f"--shard_index={config.shard_index}: must be in [0, --num_shards={config.num_shards})")
     files = expand_inputs(list(config.input_files))
@@ -192,31 +240,49 @@ def _validate(config: PipelineConfig) -> tuple[list[str], FullTokenizer]:
 
 
 def _bounded_map(config: PipelineConfig, chunks: Iterator[tuple[int, list[Document]]]):
-    """Yields `process(chunk)` results in chunk order, with at most 2 × processes chunks in flight."""
+    """Yields (chunk index, documents, `_Worker.process` result) in chunk order, with at most
+    processes + 1 chunks in flight (the results wait for the writer in this process)."""
     if config.processes == 1:
         worker = _Worker(config)
         for index, documents in chunks:
-            yield len(documents), worker.process(index, documents)
+            yield index, len(documents), worker.process(index, documents)
         return
     with ProcessPoolExecutor(config.processes, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(config,)) as pool:
         pending: deque = deque()
         for index, documents in chunks:
-            pending.append((len(documents), pool.submit(_process_in_worker, index, documents)))
-            if len(pending) >= 2 * config.processes:
-                size, future = pending.popleft()
-                yield size, future.result()
+            pending.append((index, len(documents), pool.submit(_process_in_worker, index, documents)))
+            if len(pending) > config.processes:
+                index, size, future = pending.popleft()
+                yield index, size, future.result()
         while pending:
-            size, future = pending.popleft()
-            yield size, future.result()
+            index, size, future = pending.popleft()
+            yield index, size, future.result()
 
 
-def _progress(config: PipelineConfig):
-    """A progress bar counting documents (the input is a stream: its total is unknown)."""
-    from tqdm import tqdm
+class _Progress:
+    """A progress bar: over input bytes with an ETA when all inputs are text files (a dump's size
+    says little about its articles), else over documents; documents/s and instances as postfix."""
 
-    return tqdm(desc="extract" if config.extract_only else "create_pretraining_data", unit=" docs",
-                dynamic_ncols=True, smoothing=0.1)
+    def __init__(self, config: PipelineConfig, files: list[str], reading: Counter):
+        from tqdm import tqdm
+
+        by_bytes = not any(is_wiki_dump(f) for f in files)
+        self.reading, self.by_bytes, self.documents, self.start = reading, by_bytes, 0, time.time()
+        self.bar = tqdm(desc="extract" if config.extract_only else "create_pretraining_data",
+                        total=sum(os.path.getsize(f) for f in files) if by_bytes else None,
+                        unit="B" if by_bytes else " docs", unit_scale=by_bytes, dynamic_ncols=True)
+
+    def update(self, documents: int, instances: int | None = None) -> None:
+        self.documents += documents
+        self.bar.update(self.reading["input_bytes_read"] - self.bar.n if self.by_bytes else documents)
+        postfix = {"docs/s": f"{self.documents / max(time.time() - self.start, 1e-9):.0f}"}
+        if instances is not None:
+            postfix["instances"] = instances
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _write_json(path: str, payload: dict) -> None:
@@ -226,7 +292,7 @@ def _write_json(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def _extract_only(config: PipelineConfig, chunks: Iterator[tuple[int, list[Document]]], bar) -> str:
+def _extract_only(config: PipelineConfig, chunks: Iterator[tuple[int, list[Document]]], progress: _Progress) -> str:
     """Writes the documents in Google's text format; returns the file written."""
     name = "corpus.txt" if config.num_shards == 1 else f"corpus-{config.shard_index:05d}-of-{config.num_shards:05d}.txt"
     path = os.path.join(config.output_dir, name)
@@ -234,7 +300,7 @@ def _extract_only(config: PipelineConfig, chunks: Iterator[tuple[int, list[Docum
         for _, documents in chunks:
             for document in documents:
                 f.write("\n".join(document) + "\n\n")
-            bar.update(len(documents))
+            progress.update(len(documents))
     os.replace(path + ".tmp", path)
     return path
 
@@ -247,20 +313,23 @@ def create_pretraining_data(config: PipelineConfig) -> dict[str, Any]:
     reading: Counter = Counter()  # the same for every --shard_index: all read the whole input
     counts: Counter = Counter()  # of this run's chunks
     documents = read_documents(files, reading, config.language, config.processes)
-    chunks = ((i, c) for i, c in enumerate(chunk_documents(documents, config.documents_per_chunk))
+    max_chars = CHUNK_TEXT_BUDGET // config.instances.dupe_factor
+    chunks = ((i, c) for i, c in enumerate(chunk_documents(documents, config.documents_per_chunk, max_chars))
               if i % config.num_shards == config.shard_index)
-    with _progress(config) as bar:
+    progress = _Progress(config, files, reading)
+    try:
         if config.extract_only:
-            return {"corpus": _extract_only(config, chunks, bar), "input_counts": dict(reading)}
+            return {"corpus": _extract_only(config, chunks, progress), "input_counts": dict(reading)}
         shards, rows = [], []
-        for num_documents, (name, num_rows, chunk_counts) in _bounded_map(config, chunks):
+        for index, num_documents, (arrays, chunk_counts) in _bounded_map(config, chunks):
             counts.update(chunk_counts)
             counts["chunks"] += 1
-            if name:
-                shards.append(name)
-                rows.append(num_rows)
-            bar.update(num_documents)
-            bar.set_postfix(instances=counts["instances"], refresh=False)
+            if arrays is not None:
+                shards.append(_publish(config, index, arrays))
+                rows.append(len(arrays["input_ids"]))
+            progress.update(num_documents, counts["instances"])
+    finally:
+        progress.close()
     shutil.rmtree(_tmp_dir(config), ignore_errors=True)
     if not counts["instances"]:
         raise SmallBertError(f"--input_file: no instances could be made from {len(files)} file(s) "
@@ -282,6 +351,7 @@ def _metadata(config: PipelineConfig, files: list[str], tokenizer: FullTokenizer
         **dataclasses.asdict(config.instances),
         "do_lower_case": config.do_lower_case, "random_seed": config.random_seed,
         "documents_per_chunk": config.documents_per_chunk, "language": config.language,
+        "chinese_whole_word_mask": config.chinese_whole_word_mask,
         "num_shards": config.num_shards, "shard_index": config.shard_index,
         "input_files": [os.path.abspath(f) for f in files],
         "vocab_file": os.path.abspath(config.vocab_file), "vocab_sha256": vocab_sha256,

@@ -61,14 +61,15 @@ def write_mindrecord(path: str, arrays: dict[str, np.ndarray], rows_per_write: i
     shard_writer = writer._writer  # mindspore.mindrecord.core.shardwriter.ShardWriter
     shard_writer.open(writer._paths, writer._overwrite)
     shard_writer.set_shard_header(writer._header)
-    parts = []
-    for field in shard_writer.get_shard_header().blob_fields:
-        column = np.ascontiguousarray(arrays[field].reshape(n, -1))
-        parts.append(np.full((n, 1), column.shape[1] * column.itemsize, ">u8").view(np.uint8))
-        parts.append(column.view(np.uint8))
-    rows = np.concatenate(parts, axis=1)
+    fields = shard_writer.get_shard_header().blob_fields
+    columns = [np.ascontiguousarray(arrays[field].reshape(n, -1)) for field in fields]
     for start in range(0, n, rows_per_write):
-        blobs = [row.tobytes() for row in rows[start:start + rows_per_write]]
+        parts = []
+        for column in columns:
+            rows = column[start:start + rows_per_write]
+            parts.append(np.full((len(rows), 1), column.shape[1] * column.itemsize, ">u8").view(np.uint8))
+            parts.append(rows.view(np.uint8))
+        blobs = [row.tobytes() for row in np.concatenate(parts, axis=1)]
         shard_writer._writer.write_raw_data({}, blobs, False, False)
     writer.commit()
 
