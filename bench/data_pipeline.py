@@ -7,9 +7,11 @@ tokenizer, one process, no writes).
 
 Generates Google-format text (Zipf-distributed vocab words and made-up compounds, 4-40 sentences a
 document) of each size, runs our tool (MindRecord writes included) on every size and the reference
-on the first, each in its own process tree, and prints instances/s, their ratio, and peak memory (PSS
-summed over the tool's processes, sampled every 0.5 s) for each size. Our time is the whole command
-(start-up, extraction, writes); the reference's is its tokenization and instance building only.
+on the first, each in its own process tree, and prints instances/s and their ratio, CPU time per
+instance (user + system, all processes, start-up included: the figure that other load on the
+machine disturbs least) and peak memory (PSS summed over the tool's processes, sampled every 0.5 s)
+for each size. Our time is the whole command (start-up, extraction, writes); the reference's is its
+tokenization and instance building only.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import itertools
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -40,7 +43,7 @@ def generate_corpus(path: str, megabytes: float, vocab_file: str, seed: int = 0)
     words += [a + b for a, b in zip(rng.sample(words, 5000), rng.sample(words, 5000))]
     cum_weights = list(itertools.accumulate(1.0 / (rank + 10) for rank in range(len(words))))
     target, written = megabytes * 1e6, 0
-    with open(path, "w", encoding="utf-8") as f:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
         while written < target:
             lines = []
             for _ in range(rng.randint(4, 40)):
@@ -50,6 +53,7 @@ def generate_corpus(path: str, megabytes: float, vocab_file: str, seed: int = 0)
             text = "\n".join(lines) + "\n\n"
             f.write(text)
             written += len(text)
+    os.replace(path + ".tmp", path)
 
 
 def tree_memory_mb(root: int) -> float:
@@ -75,8 +79,10 @@ def tree_memory_mb(root: int) -> float:
     return total_kb / 1024
 
 
-def run_measured(command: list[str]) -> tuple[float, float, str]:
-    """Runs `command`; returns (seconds, peak memory (PSS) of its process tree in MB, stdout)."""
+def run_measured(command: list[str]) -> tuple[float, float, float, str]:
+    """Runs `command`; returns (seconds, CPU seconds of its process tree, peak memory (PSS) of the
+    tree in MB, stdout)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     peak = [0.0]
@@ -93,7 +99,9 @@ def run_measured(command: list[str]) -> tuple[float, float, str]:
     sampler.join()
     if proc.returncode:
         raise SystemExit(f"failed: {' '.join(command)}")
-    return seconds, peak[0], out
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu, peak[0], out
 
 
 def reference_main(corpus: str, vocab_file: str, args) -> None:
@@ -140,28 +148,33 @@ def main() -> None:
         if not os.path.exists(corpus):
             generate_corpus(corpus, size, vocab_file)
         out = os.path.join(workdir, f"out_{size:g}mb_p{args.processes}_{int(time.time())}")
-        seconds, rss, _ = run_measured([sys.executable, os.path.join(ROOT, "tools", "create_pretraining_data.py"),
+        seconds, cpu, rss, _ = run_measured([sys.executable, os.path.join(ROOT, "tools", "create_pretraining_data.py"),
                                         "--input_file", corpus, "--output_dir", out,
                                         "--processes", str(args.processes), *flags])
         with open(os.path.join(out, "metadata.json")) as f:
             instances = json.load(f)["statistics"]["instances"]
-        rows.append((f"smallbert --processes {args.processes}", size, instances, seconds, rss))
+        rows.append((f"smallbert --processes {args.processes}", size, instances, seconds, cpu, rss))
         print(f"ours      {size:6g} MB: {instances} instances in {seconds:.1f}s = {instances / seconds:,.0f}/s, "
-              f"peak PSS {rss:,.0f} MB", flush=True)
+              f"{cpu / instances * 1e6:.0f} CPU-us/instance, peak PSS {rss:,.0f} MB", flush=True)
         if index == 0:
-            ref_seconds, ref_rss, out_json = run_measured([sys.executable, os.path.abspath(__file__),
+            ref_seconds, ref_cpu, ref_rss, out_json = run_measured([sys.executable, os.path.abspath(__file__),
                                                            "--reference_corpus", corpus, *flags])
             ref = json.loads(out_json.strip().splitlines()[-1])
             ref_seconds = ref["tokenize_s"] + ref["instances_s"]  # its own work only: no start-up, no writes
-            rows.append(("Google-style reference", size, ref["instances"], ref_seconds, ref_rss))
+            rows.append(("Google-style reference", size, ref["instances"], ref_seconds, ref_cpu, ref_rss))
             print(f"reference {size:6g} MB: {ref['instances']} instances in {ref_seconds:.1f}s = "
                   f"{ref['instances'] / ref_seconds:,.0f}/s (tokenize {ref['tokenize_s']:.1f}s, instances "
-                  f"{ref['instances_s']:.1f}s), peak PSS {ref_rss:,.0f} MB", flush=True)
+                  f"{ref['instances_s']:.1f}s), {ref_cpu / ref['instances'] * 1e6:.0f} CPU-us/instance, "
+                  f"peak PSS {ref_rss:,.0f} MB", flush=True)
             ratio = (instances / seconds) / (ref["instances"] / ref_seconds)
-            print(f"ratio (ours / reference, instances/s): {ratio:.2f}x", flush=True)
-    print("\n| run | corpus | instances | seconds | instances/s | peak memory (PSS) |\n|---|---|---|---|---|---|")
-    for name, size, instances, seconds, rss in rows:
-        print(f"| {name} | {size:g} MB | {instances:,} | {seconds:.1f} | {instances / seconds:,.0f} | {rss:,.0f} MB |")
+            cpu_ratio = (ref_cpu / ref["instances"]) / (cpu / instances)
+            print(f"ratio (ours / reference): {ratio:.2f}x instances/s, {cpu_ratio:.2f}x less CPU per instance "
+                  f"(both CPU figures include start-up)", flush=True)
+    print("\n| run | corpus | instances | seconds | instances/s | CPU µs/instance | peak memory (PSS) |\n"
+          "|---|---|---|---|---|---|---|")
+    for name, size, instances, seconds, cpu, rss in rows:
+        print(f"| {name} | {size:g} MB | {instances:,} | {seconds:.1f} | {instances / seconds:,.0f} | "
+              f"{cpu / instances * 1e6:.0f} | {rss:,.0f} MB |")
 
 
 if __name__ == "__main__":

@@ -243,6 +243,10 @@ def test_wikipedia_dump(tmp_path, vocab_file):
             "Gamma is the third letter.\nIt follows beta!\nDoes it?\nYes.\n\n")
     metadata = create_pretraining_data(make_config(dump, tmp_path / "out", vocab_file, documents_per_chunk=1))
     assert metadata["statistics"]["documents"] == 2 and len(metadata["files"]) == 2
+    with bz2.open(dump) as f:
+        (tmp_path / "latin1.xml").write_bytes(f.read().replace(b"third", "th\xefrd".encode("latin-1")))
+    with pytest.raises(SmallBertError, match="latin1.xml: wikiextractor failed: UnicodeDecodeError"):
+        create_pretraining_data(make_config(str(tmp_path / "latin1.xml"), tmp_path / "bad", vocab_file))
 
 
 def test_bad_inputs(tmp_path, vocab_file, corpus):

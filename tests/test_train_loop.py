@@ -1,5 +1,6 @@
 """The pretraining loop end to end on a small real-text corpus: loss falls, eval, exact resume, bad input."""
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -9,7 +10,6 @@ import pytest
 
 import mindspore as ms
 
-import run_pretrain
 from smallbert.data.instances import InstanceConfig
 from smallbert.data.pipeline import PipelineConfig, create_pretraining_data
 from smallbert.train import PretrainConfig, TrainStep, pretrain
@@ -63,6 +63,11 @@ The smell of bread fills the street.
 People buy bread for the day.
 At night the baker sleeps and the shop is closed.
 """
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location("run_pretrain", os.path.join(ROOT, "run_pretrain.py"))
+run_pretrain = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_pretrain)
+
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 STEPS, SAVE_AT = 30, 15
 

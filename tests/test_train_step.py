@@ -90,6 +90,36 @@ def test_overflow_skips_update_and_lowers_scale(steps):
     assert any(not np.array_equal(p.asnumpy(), b) for p, b in zip(params, before))
 
 
+def test_clipping_uses_the_unscaled_gradient_norm(steps):
+    """One SGD step (lr 0.5, loss scale 65536, clip 1.0) moves the weights by lr × g × min(1, 1/‖g‖) of the true
+    gradient g: clipping the scaled gradient would shrink the step 65536-fold."""
+    step = steps[0]
+    ops.assign(step.loss_scale.scale, Tensor(65536.0, ms.float32))
+    net = step.net_with_loss
+    params = net.trainable_params()
+    batch = tuple(Tensor(x) for x in synthetic_batch(np.random.default_rng(3), 8))
+    grad_fn = ms.value_and_grad(lambda *b: net(*b)[0], None, params)
+    _, grads = grad_fn(*batch)
+    grads = [g.asnumpy().astype(np.float64) for g in grads]
+    norm = np.sqrt(sum((g * g).sum() for g in grads))
+    assert norm > 1.0  # so that clipping is active
+    before = [p.asnumpy().copy() for p in params]
+    assert not step.step(*batch).overflow
+    for p, b, g in zip(params, before, grads):
+        np.testing.assert_allclose(p.asnumpy(), b - 0.5 * g / norm, rtol=1e-4, atol=1e-6, err_msg=p.name)
+
+
+def test_bias_add_gradient():
+    from smallbert.model import BiasAdd
+
+    x = Tensor(np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32))
+    bias = Tensor(np.array([0.1, 0.2, 0.3], np.float32))
+    weights = Tensor(np.arange(15, dtype=np.float32).reshape(5, 3))
+    dx, dbias = ms.grad(lambda x, b: (BiasAdd()(x, b) * weights).sum(), grad_position=(0, 1))(x, bias)
+    np.testing.assert_allclose(dx.asnumpy(), weights.asnumpy())
+    np.testing.assert_allclose(dbias.asnumpy(), weights.asnumpy().sum(0))
+
+
 def test_dynamic_loss_scale_grows_after_window():
     scale = DynamicLossScale(init_scale=8.0, factor=2.0, window=2)
     no = Tensor(False)

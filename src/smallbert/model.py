@@ -23,6 +23,21 @@ def truncated_normal(shape: tuple[int, ...], std: float) -> Parameter:
     return initializer(TruncatedNormal(sigma=std, a=-2 * std, b=2 * std), shape, mstype.float32)
 
 
+class BiasAdd(nn.Cell):
+    """x [N,C] + bias [C], with the bias gradient as a matmul of a ones vector by the incoming gradient.
+
+    On CPU that gradient is ~20x faster than MindSpore's BiasAddGrad kernel, and unlike a broadcast `+` it keeps no
+    output-sized buffers alive (both measured on a [4096, 1024] activation).
+    """
+
+    def construct(self, x: Tensor, bias: Tensor) -> Tensor:
+        return ops.bias_add(x, bias)
+
+    def bprop(self, x: Tensor, bias: Tensor, out: Tensor, dout: Tensor) -> tuple[Tensor, Tensor]:
+        ones = ops.ones((1, dout.shape[0]), dout.dtype)
+        return dout, ops.matmul(ones, dout).reshape(bias.shape)
+
+
 class Dense(nn.Cell):
     """y = x Wᵀ + b with W of shape [out, in] (PyTorch layout), computed in `compute_dtype`."""
 
@@ -32,14 +47,14 @@ class Dense(nn.Cell):
         self.bias = Parameter(initializer("zeros", (out_features,), mstype.float32), name="bias")
         self.compute_dtype = compute_dtype
         self.matmul = ops.MatMul(transpose_b=True)
+        self.add_bias = BiasAdd()
 
     def construct(self, x: Tensor) -> Tensor:
         """x: [..., in] → [..., out] in compute_dtype."""
         out_shape = x.shape[:-1] + (self.weight.shape[0],)
         x2d = x.reshape(-1, x.shape[-1]).astype(self.compute_dtype)
-        # BiasAdd, not a broadcast `+`: on CPU the broadcast add's gradient holds ~4 output-sized buffers per layer.
-        y = ops.bias_add(self.matmul(x2d, self.weight.astype(self.compute_dtype)),
-                         self.bias.astype(self.compute_dtype))
+        y = self.add_bias(self.matmul(x2d, self.weight.astype(self.compute_dtype)),
+                          self.bias.astype(self.compute_dtype))
         return y.reshape(out_shape)
 
 
@@ -282,12 +297,13 @@ class BertLMPredictionHead(nn.Cell):
         self.bias = Parameter(initializer("zeros", (config.vocab_size,), mstype.float32), name="bias")
         self.compute_dtype = compute_dtype
         self.matmul = ops.MatMul(transpose_b=True)
+        self.add_bias = BiasAdd()
 
     def construct(self, x: Tensor, word_embeddings: Tensor) -> Tensor:
         """x [N,H], word_embeddings [V,H] → float32 logits [N,V]."""
         h = self.transform(x).astype(self.compute_dtype)
         logits = self.matmul(h, word_embeddings.astype(self.compute_dtype))
-        return ops.bias_add(logits.astype(mstype.float32), self.bias)
+        return self.add_bias(logits.astype(mstype.float32), self.bias)
 
 
 class BertPreTrainingHeads(nn.Cell):

@@ -139,16 +139,25 @@ class FullTokenizer:
         # Step 1: drop controls; Google's whitespace (Zs, \\t \\n \\r) is all str.isspace(), so split()
         # does its mapping to " " and its whitespace_tokenize at once.
         words = [self._remove.sub("", text).split() for text in texts]
-        cache = self._cache
-        if len(cache) > self._cache_size:
-            cache.clear()
-        new = list({w for ws in words for w in ws if w not in cache})
-        if new:
+        if len(self._cache) > self._cache_size:
+            self._cache.clear()
+        get = self._cache.__getitem__
+        encoded: list[list[int]] = []
+        missing = []  # texts with a word not seen yet: all such words go to Rust in one call
+        for index, ws in enumerate(words):
+            try:
+                encoded.append(list(chain.from_iterable(map(get, ws))))
+            except KeyError:
+                encoded.append([])
+                missing.append(index)
+        if missing:
+            new = list({w for index in missing for w in words[index] if w not in self._cache})
             normalized = [_strip_accents(w.lower()) for w in new] if self.do_lower_case else new
             for word, encoding in zip(new, self._wordpiece.encode_batch(normalized, add_special_tokens=False)):
-                cache[word] = tuple(encoding.ids)
-        get = cache.__getitem__
-        return [list(chain.from_iterable(map(get, ws))) for ws in words]
+                self._cache[word] = tuple(encoding.ids)
+            for index in missing:
+                encoded[index] = list(chain.from_iterable(map(get, words[index])))
+        return encoded
 
     def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
         """Maps tokens to ids; an unknown token raises KeyError, as in Google's code."""

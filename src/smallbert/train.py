@@ -120,10 +120,10 @@ class TrainStep(nn.Cell):
             ONE optimizer update: the batch is split into `accumulation_steps` micro-batches of B rows; their
             gradients are summed and divided by `accumulation_steps` (so with equal-sized micro-batches it equals one
             step on the whole batch, at a micro-batch's memory). Under data parallel the gradients are then averaged
-            across ranks. They are unscaled by the loss scale, checked for inf/nan (`ms.amp.all_finite`, which runs on
-            CPU, unlike the stock loss-scale cell's check), clipped to global norm `max_grad_norm` (<= 0: no
-            clipping) — clipping after unscaling, so the threshold means the true norm — and given to the
-            optimizer unless they overflowed. A skipped step does not advance the optimizer's `global_step`, hence
+            across ranks. They are unscaled by the loss scale, checked for inf/nan through their global norm (the
+            stock loss-scale cell's check does not run on CPU), clipped to global norm `max_grad_norm` (<= 0: no
+            clipping) — after unscaling, so the threshold means the true norm — and given to the optimizer unless
+            they overflowed. A skipped step does not advance the optimizer's `global_step`, hence
             not the learning rate either. Returns a `StepOutput`.
 
     Graphs: with jit=True (the default) the whole step is one graph when accumulation_steps == 1; otherwise one
@@ -169,20 +169,21 @@ class TrainStep(nn.Cell):
         return (outputs[0] * self.loss_scale.scale.astype(outputs[0].dtype),) + outputs
 
     def apply_gradients(self, grads: tuple, divisor: float) -> tuple[Tensor, Tensor]:
-        """Averages across ranks, unscales by scale × divisor, checks, clips and applies `grads`.
+        """Averages across ranks, unscales by loss scale × divisor, checks, clips and applies `grads`.
 
-        Returns (overflow bool scalar, loss scale for the next step).
+        The inf/nan check is on the global norm (inf or nan whenever any element is), which clipping needs
+        anyway; unscaling and clipping are then one multiply. Returns (overflow bool scalar, next loss scale).
         """
         if self.grad_reducer is not None:
             grads = self.grad_reducer(grads)
-        if self.loss_scale is not None or divisor != 1.0:
-            inverse = 1.0 / (self.current_scale() * divisor)
-            grads = tuple(g * inverse.astype(g.dtype) for g in grads)
-        finite = ms.amp.all_finite(grads)
+        inverse = 1.0 / (self.current_scale() * divisor)
+        norm = global_norm(grads) * inverse
+        finite = ops.isfinite(norm)
+        coefficient = inverse
         if self.max_grad_norm > 0:
-            grads = ops.clip_by_global_norm(grads, self.max_grad_norm)
+            coefficient = inverse * self.max_grad_norm / ops.maximum(norm, self.max_grad_norm)
         if finite:
-            self.optimizer(grads)
+            self.optimizer(tuple(g * coefficient.astype(g.dtype) for g in grads))
         overflow = ops.logical_not(finite)
         scale = self.loss_scale.update(overflow) if self.loss_scale is not None else self.current_scale()
         return overflow, scale
@@ -231,6 +232,16 @@ class TrainStep(nn.Cell):
         own = {id(p) for p in self.net_with_loss.get_parameters()}
         skip = {id(p) for p in self.accumulated_grads} if self.accumulation_steps > 1 else set()
         return [p for p in self.get_parameters() if id(p) not in own and id(p) not in skip]
+
+
+def global_norm(tensors: Sequence[Tensor]) -> Tensor:
+    """sqrt(sum of squares of all elements), float32 scalar; each tensor's part as a dot product with itself,
+    which on CPU is ~2x faster than square-and-sum and makes no temporary copy."""
+    total = ops.zeros((), mstype.float32)
+    for t in tensors:
+        flat = t.reshape(1, -1).astype(mstype.float32)
+        total = total + ops.matmul(flat, flat.T).reshape(())
+    return ops.sqrt(total)
 
 
 def _merge(values: Sequence[np.ndarray]) -> np.ndarray:

@@ -29,6 +29,8 @@ import tempfile
 from collections import Counter
 from typing import IO, Iterator
 
+import sentencex
+
 from smallbert.errors import SmallBertError
 
 Document = list[str]  # sentences
@@ -65,8 +67,6 @@ def is_wiki_dump(path: str) -> bool:
 
 def split_sentences(paragraph: str, language: str = "en") -> list[str]:
     """The sentences of one paragraph, stripped, empty ones dropped."""
-    import sentencex
-
     return [s.strip() for s in sentencex.segment(language, paragraph) if s.strip()]
 
 

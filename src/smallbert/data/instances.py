@@ -132,7 +132,8 @@ def create_masked_lm_predictions(tokens: list[int], masked_lm_prob: float, max_p
             else:
                 candidates.append([i])
     else:
-        candidates = [i for i, token in enumerate(tokens) if token not in special]
+        cls, sep = special
+        candidates = [i for i, token in enumerate(tokens) if token != cls and token != sep]
     shuffle(candidates, rng)
 
     num_to_predict = min(max_predictions_per_seq, max(1, int(round(len(tokens) * masked_lm_prob))))

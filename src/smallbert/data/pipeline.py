@@ -23,6 +23,7 @@ Where this differs from Google's `create_pretraining_data.py`, and why:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import random
@@ -226,10 +227,8 @@ def _validate(config: PipelineConfig) -> tuple[list[str], FullTokenizer]:
         if config.instances.dynamic_masking or not config.instances.do_whole_word_mask:
             raise SmallBertError("--chinese_whole_word_mask: needs --do_whole_word_mask and static masking "
                                  "(the word boundaries are not stored for --dynamic_masking)")
-        try:
-            import rjieba  # noqa: F401
-        except ImportError:
-            raise SmallBertError("--chinese_whole_word_mask: needs rjieba (pip install 'smallbert[chinese]')") from None
+        if importlib.util.find_spec("rjieba") is None:
+            raise SmallBertError("--chinese_whole_word_mask: needs rjieba (pip install 'smallbert[chinese]')")
     if not 0 <= config.shard_index < config.num_shards:
         raise SmallBertError(f"--shard_index={config.shard_index}: must be in [0, --num_shards={config.num_shards})")
     files = expand_inputs(list(config.input_files))

@@ -127,15 +127,19 @@ def read_metadata(path: str) -> dict[str, Any]:
             raise SmallBertError(f"{name}: not {METADATA_FORMAT} metadata")
     first = parts[0]
     per_run = ("shard_index", "files", "rows_per_file", "counts", "statistics")
-    settings = {k: v for k, v in first.items() if k not in per_run}
+    local_paths = ("input_files", "vocab_file")  # machines may mount the same files elsewhere
+
+    def settings(part: dict) -> dict:
+        return {k: v for k, v in part.items() if k not in per_run + local_paths}
+
     for name, part in zip(names, parts):
-        if {k: v for k, v in part.items() if k not in per_run} != settings:
+        if settings(part) != settings(first):
             raise SmallBertError(f"{name}: made with other settings than {names[0]}")
     found = sorted(p["shard_index"] for p in parts)
     if found != list(range(first["num_shards"])):
         raise SmallBertError(f"{directory}: has shards {found} of {first['num_shards']}; "
                              "run the missing --shard_index values first")
-    merged = dict(settings)
+    merged = {k: v for k, v in first.items() if k not in per_run}
     files = sorted((f, rows) for p in parts for f, rows in zip(p["files"], p["rows_per_file"]))
     merged["files"] = [f for f, _ in files]
     merged["rows_per_file"] = [rows for _, rows in files]
