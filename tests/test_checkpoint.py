@@ -29,13 +29,13 @@ def models(tiny_config):
 def test_save_restore_round_trip(models, tmp_path):
     source, target = models
     run = str(tmp_path / "run")
-    path = save_checkpoint(run, 7, source, state_params(3), {"epoch": 1, "batches_in_epoch": 5})
+    path = save_checkpoint(run, 7, source, state_params(3), {"epoch": 1, "sequences_in_epoch": 40})
     assert path == os.path.join(run, "checkpoints", "step_7")
     assert sorted(os.listdir(path)) == ["config.json", "model.ckpt", "trainer_state.json", "training_state.ckpt"]
     assert not [n for n in os.listdir(os.path.join(run, "checkpoints")) if n.startswith(".tmp")]
     restored = state_params(4)
     state = restore_checkpoint(path, target, restored)
-    assert (state["step"], state["epoch"], state["batches_in_epoch"]) == (7, 1, 5)
+    assert (state["step"], state["epoch"], state["sequences_in_epoch"]) == (7, 1, 40)
     for p, q in zip(source.get_parameters(), target.get_parameters()):
         np.testing.assert_array_equal(q.asnumpy(), p.asnumpy(), err_msg=p.name)
     for p, q in zip(state_params(3), restored):

@@ -57,7 +57,7 @@ def test_msrun_two_workers_match_one_process_on_the_combined_batch(tmp_path):
               "attention_probs_dropout_prob": 0.0}
     (tmp_path / "bert_config.json").write_text(json.dumps(config))
     flags = ["--train_steps", "4", "--lr", "1e-3", "--warmup_steps", "0", "--save_steps", "0", "--log_steps", "1",
-             "--seed", "3"]
+             "--seed", "3", "--eval_data_dir", str(tmp_path / "shards"), "--eval_batches", "2"]
     env = {**os.environ, "DEVICE_TARGET": "CPU", "MASTER_PORT": str(free_port())}
     launched = subprocess.run(
         ["bash", os.path.join(ROOT, "run_pretrain_bert.sh"), "2", str(tmp_path / "shards"),
@@ -70,7 +70,8 @@ def test_msrun_two_workers_match_one_process_on_the_combined_batch(tmp_path):
 
     pretrain(PretrainConfig(data_dir=str(tmp_path / "shards"), bert_config_file=str(tmp_path / "bert_config.json"),
                             output_dir=str(tmp_path / "single"), train_steps=4, lr=1e-3, warmup_steps=0,
-                            save_steps=0, log_steps=1, seed=3, train_batch_size=8))
+                            save_steps=0, log_steps=1, seed=3, train_batch_size=8,
+                            eval_data_dir=str(tmp_path / "shards"), eval_batches=2))
 
     parallel = ms.load_checkpoint(str(tmp_path / "parallel" / "final" / "model.ckpt"))
     single = ms.load_checkpoint(str(tmp_path / "single" / "final" / "model.ckpt"))
@@ -80,7 +81,10 @@ def test_msrun_two_workers_match_one_process_on_the_combined_batch(tmp_path):
     initial = {p.name: p.asnumpy() for p in BertForPreTraining(BertConfig.from_dict(config)).get_parameters()}
     moved = max(np.abs(single[name].asnumpy() - value).max() for name, value in initial.items())
     assert moved > 1e-3
-    # Rank 0 alone wrote the log and the checkpoints.
+    # Rank 0 alone wrote the log and the checkpoints; its eval summed both ranks' halves of the 16 eval rows.
     rows = [json.loads(line) for line in open(tmp_path / "parallel" / "metrics.jsonl")]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 4]
+    single_eval = [json.loads(line) for line in open(tmp_path / "single" / "metrics.jsonl")][-1]
+    for key in ("eval_loss", "eval_mlm_accuracy", "eval_nsp_accuracy"):
+        assert rows[-1][key] == pytest.approx(single_eval[key], abs=1e-5), key
     assert os.listdir(tmp_path / "parallel" / "checkpoints") == ["step_4"]

@@ -64,9 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="store unmasked instances; the pretraining reader masks them anew every epoch")
     run = parser.add_argument_group("scale")
     run.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
-    run.add_argument("--documents_per_chunk", type=int, default=1000,
+    run.add_argument("--documents_per_chunk", type=int, default=500,
                      help="documents per shard; the window for shuffling and random next sentences "
-                          "(default 1000; part of the output's definition, like the seed)")
+                          "(default 500; part of the output's definition, like the seed)")
     run.add_argument("--num_shards", type=int, default=1,
                      help="split the work in this many parts, for several machines (default 1)")
     run.add_argument("--shard_index", type=int, default=0,

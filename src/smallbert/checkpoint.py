@@ -6,7 +6,7 @@ Layout of a run directory (`--output_dir`):
         config.json, model.ckpt    the model as `save_pretrained` writes it: any checkpoint is a model directory
         [vocab.txt]                that `from_pretrained` / `--init_checkpoint` / fine-tuning load directly
         training_state.ckpt        optimizer moments, its global_step (the learning-rate position), loss scale
-        trainer_state.json         step, data position (epoch, batches into it), RNG state, flags, and the size and
+        trainer_state.json         step, data position (epoch, sequences into it), RNG state, flags, and the size and
                                    SHA-256 of every file above; written last, so its presence marks completeness
     RUN/final/                     the model after the last step (no training state)
     RUN/metrics.jsonl              see `smallbert.train`
@@ -59,6 +59,9 @@ def save_checkpoint(output_dir: str, step: int, model, state_parameters: Sequenc
     """
     root = os.path.join(output_dir, CHECKPOINTS_DIR)
     os.makedirs(root, exist_ok=True)
+    for name in os.listdir(root):  # left by a save that was killed; one writer (rank 0) saves at a time
+        if name.startswith(".tmp-"):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     staging = tempfile.mkdtemp(prefix=".tmp-", dir=root)
     final = os.path.join(root, f"step_{step}")
     try:

@@ -112,7 +112,7 @@ class FullTokenizer:
     """
 
     def __init__(self, vocab_file: str | os.PathLike, do_lower_case: bool = True,
-                 max_input_chars_per_word: int = 200, cache_size: int = 1 << 19):
+                 max_input_chars_per_word: int = 200, cache_size: int = 1 << 18):
         self.vocab = load_vocab(vocab_file)
         if UNK_TOKEN not in self.vocab:
             raise SmallBertError(f"{vocab_file}: vocab has no {UNK_TOKEN} token")

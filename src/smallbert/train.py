@@ -566,8 +566,13 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     step, epoch, batches_done, overflow_steps = 0, 0, 0, 0
     if inputs.resume_path:
         state = restore_checkpoint(inputs.resume_path, model, train_step.state_parameters())
-        step, epoch, batches_done = state["step"], state["epoch"], state["batches_in_epoch"]
-        overflow_steps = state["overflow_steps"]
+        step, epoch, overflow_steps = state["step"], state["epoch"], state["overflow_steps"]
+        # The position is kept in sequences: every rank count reads the epoch's order in the same global prefix.
+        batches_done, leftover = divmod(state["sequences_in_epoch"], cfg.train_batch_size * world_size)
+        if leftover and rank == 0:
+            logger.warning("resuming with another global batch size: %d sequences of epoch %d are skipped",
+                           cfg.train_batch_size * world_size - leftover, epoch)
+            batches_done += 1
         ms.set_rng_state(Tensor(np.asarray(state["rng_state"], np.uint8)))
         if rank == 0:
             logger.info("resuming from %s: step %d, epoch %d, %d batches into it", inputs.resume_path, step,
@@ -595,7 +600,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     def save() -> None:
         if rank != 0:
             return
-        trainer_state = {"epoch": epoch, "batches_in_epoch": batches_done, "overflow_steps": overflow_steps,
+        trainer_state = {"epoch": epoch, "sequences_in_epoch": batches_done * cfg.train_batch_size * world_size,
+                         "overflow_steps": overflow_steps,
                          "seq_length": inputs.train.seq_length, "world_size": world_size,
                          "rng_state": ms.get_rng_state().asnumpy().tolist(), "args": dataclasses.asdict(cfg)}
         save_checkpoint(cfg.output_dir, step, model, train_step.state_parameters(), trainer_state,

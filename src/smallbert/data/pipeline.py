@@ -14,7 +14,7 @@ Where this differs from Google's `create_pretraining_data.py`, and why:
   * Google loads the whole corpus, shuffles all documents, draws random next sentences from any
     document and shuffles all instances: memory grows with the corpus and it runs on one core.
     Here the document shuffle, the random-next-sentence pool and the instance shuffle span one
-    chunk (1,000 documents by default). The trainer's reader shuffles all rows every epoch.
+    chunk (500 documents by default). The trainer's reader shuffles all rows every epoch.
     With a single chunk (a corpus of at most `documents_per_chunk` documents) and chunk 0's seed
     being `random_seed`, the instances are exactly Google's.
   * A file's end ends its last document (Google lets it run on into the next file).
@@ -62,7 +62,7 @@ class PipelineConfig:
     instances: InstanceConfig = InstanceConfig()
     random_seed: int = 12345
     processes: int = 1
-    documents_per_chunk: int = 1000
+    documents_per_chunk: int = 500
     num_shards: int = 1
     shard_index: int = 0
     language: str = "en"
