@@ -39,18 +39,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--data_dir", "--dataset_path", required=True,
-        help="directory with GLUE's SST-2 train.tsv and dev.tsv (sentence<TAB>label) and test.tsv (index<TAB>sentence)")
+        help="GLUE's SST-2 directory: train.tsv and dev.tsv (sentence<TAB>label), test.tsv (index<TAB>sentence)")
     add("--init_checkpoint", "--bert_ckpt", required=True,
-        help="run_pretrain.py output dir, model dir (ours or Hugging Face) or a weights file (needs --bert_config_file)")
+        help="run_pretrain.py output dir, model dir (ours or Hugging Face), or weights file with --bert_config_file")
     add("--output_dir", default="outputs", help="where best/, eval_results.json and test_predictions.tsv go "
                                                  "(default: %(default)s)")
     add("--bert_config_file", "--config", help="model config JSON (default: the checkpoint directory's config.json)")
     add("--vocab_file", help="WordPiece vocab.txt (default: the checkpoint directory's vocab.txt)")
-    add("--do_lower_case", type=boolean, nargs="?", const=True,
+    add("--do_lower_case", type=boolean, nargs="?", const=True, metavar="{true,false}",
         help="lower-case and strip accents: true for uncased models (default: the checkpoint's "
              "tokenizer_config.json, else true)")
-    add("--max_length", type=int, default=defaults.max_length, help="tokens per sentence incl. [CLS] and [SEP], "
-                                                                      "longer ones are truncated (default: %(default)s)")
+    add("--max_length", type=int, default=defaults.max_length,
+        help="tokens per sentence with [CLS] and [SEP]; longer ones are truncated (default: %(default)s)")
     add("--pad_to_max_length", action="store_true",
         help="pad every batch to --max_length instead of to the smallest of 16, 32, 64, ... that fits")
     add("--train_batch_size", "--batch_size", type=int, default=defaults.train_batch_size,
@@ -68,9 +68,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, help="random seed (default: 1)")
     seeds.add_argument("--seeds", type=seed_list, help="several seeds, e.g. 1,2,3,4,5: one run each, then mean ± std")
-    add("--do_train", type=boolean, default=True, help="false: only evaluate dev and predict test with a fine-tuned "
-                                                       "classifier (default: true)")
-    add("--do_predict", type=boolean, default=True, help="write test_predictions.tsv; needs test.tsv (default: true)")
+    add("--do_train", type=boolean, default=True, metavar="{true,false}",
+        help="false: only evaluate dev and predict test with a fine-tuned classifier (default: true)")
+    add("--do_predict", type=boolean, default=True, metavar="{true,false}",
+        help="write test_predictions.tsv; needs test.tsv (default: true)")
     add("--cache_dir", help="where the tokenized splits are cached (default: DATA_DIR/cache)")
     add("--device_target", default=defaults.device_target, choices=("CPU", "GPU", "Ascend"),
         help="(default: %(default)s)")

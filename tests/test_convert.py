@@ -28,18 +28,6 @@ def write_vocab(path, size: int) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def batch(tiny_config):
-    """input_ids, token_type_ids, attention_mask int32 [3,12] (one padded row) and masked_lm_positions [3,3]."""
-    rng = np.random.default_rng(1)
-    ids = rng.integers(0, tiny_config.vocab_size, size=(3, 12)).astype(np.int32)
-    types = np.concatenate([np.zeros((3, 6)), np.ones((3, 6))], axis=1).astype(np.int32)
-    mask = np.ones((3, 12), np.int32)
-    mask[1, 9:] = 0
-    positions = np.array([[1, 4, 0], [2, 3, 8], [11, 5, 7]], np.int32)
-    return ids, types, mask, positions
-
-
 def torch_outputs(model, ids, types, mask):
     with torch.no_grad():
         return model(input_ids=torch.tensor(ids, dtype=torch.long), token_type_ids=torch.tensor(types, dtype=torch.long),
@@ -121,7 +109,7 @@ def test_google_names_map_to_ours():
     assert google_to_ours("bert/pooler/dense/kernel/adam_v") is None and google_to_ours("global_step") is None
 
 
-def test_google_tf_checkpoint_to_ours_and_hf(tmp_path, tiny_config, reference, batch):
+def test_google_tf_checkpoint_to_ours_and_hf(tmp_path, tiny_config, reference, pretraining_batch):
     """A Google-layout TF checkpoint of known weights converts to ours and to HF with the reference's logits."""
     state = {k: v.detach().numpy().copy() for k, v in reference.state_dict().items()}
     release = tmp_path / "uncased_L-2_H-32_A-2"
@@ -135,7 +123,7 @@ def test_google_tf_checkpoint_to_ours_and_hf(tmp_path, tiny_config, reference, b
     assert json.loads((tmp_path / "ours" / "tokenizer_config.json").read_text())["do_lower_case"] is True
     ours = BertForPreTraining.from_pretrained(str(tmp_path / "ours"))
     assert ours.load_report.missing == [] and ours.load_report.unexpected == []
-    assert_pretraining_logits_match(ours, reference, batch)
+    assert_pretraining_logits_match(ours, reference, pretraining_batch)
 
     convert("google", "hf", str(release / "bert_model.ckpt"), str(tmp_path / "hf"))
     hf_model, info = transformers.BertForPreTraining.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
@@ -176,7 +164,7 @@ def randomise(model) -> None:
     model.set_train(False)
 
 
-def test_our_pretraining_checkpoint_to_hf(tmp_path, tiny_config, batch):
+def test_our_pretraining_checkpoint_to_hf(tmp_path, tiny_config, pretraining_batch):
     ours = BertForPreTraining(tiny_config)
     randomise(ours)
     ours.save_pretrained(str(tmp_path / "ours"), vocab_file=write_vocab(tmp_path / "vocab.txt", tiny_config.vocab_size))
@@ -185,10 +173,10 @@ def test_our_pretraining_checkpoint_to_hf(tmp_path, tiny_config, batch):
                                                    "tokenizer_config.json", "vocab.txt"]
     hf_model, info = transformers.BertForPreTraining.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
-    assert_pretraining_logits_match(ours, hf_model.eval(), batch)
+    assert_pretraining_logits_match(ours, hf_model.eval(), pretraining_batch)
 
 
-def test_our_classifier_checkpoint_to_hf(tmp_path, tiny_config, batch):
+def test_our_classifier_checkpoint_to_hf(tmp_path, tiny_config, pretraining_batch):
     ours = BertForSequenceClassification(tiny_config, num_labels=3)
     randomise(ours)
     ours.save_pretrained(str(tmp_path / "ours"))
@@ -198,7 +186,7 @@ def test_our_classifier_checkpoint_to_hf(tmp_path, tiny_config, batch):
                                                                                  output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     assert hf_model.config.num_labels == 3
-    ids, types, mask, _ = batch
+    ids, types, mask, _ = pretraining_batch
     logits = ours(*(ms.Tensor(a) for a in (ids, types, mask))).asnumpy()
     assert np.abs(logits - torch_outputs(hf_model.eval(), ids, types, mask).logits.numpy()).max() <= 1e-4
 

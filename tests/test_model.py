@@ -50,7 +50,7 @@ def test_minilm_parity_with_transformers(minilm, minilm_batch, mode):
     assert np.abs(pooled - ref_pooled).max() <= 1e-4
 
 
-def test_pretraining_heads_match_transformers(tmp_path, tiny_config):
+def test_pretraining_heads_match_transformers(tmp_path, tiny_config, pretraining_batch):
     """Our MLM (gathered, tied decoder) and NSP heads give transformers' logits for the same weights."""
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
@@ -65,12 +65,7 @@ def test_pretraining_heads_match_transformers(tmp_path, tiny_config):
 
     model = BertForPreTraining.from_pretrained(str(tmp_path))
     assert model.load_report.missing == []
-    rng = np.random.default_rng(1)
-    ids = rng.integers(0, tiny_config.vocab_size, size=(3, 12)).astype(np.int32)
-    types = np.concatenate([np.zeros((3, 6)), np.ones((3, 6))], axis=1).astype(np.int32)
-    mask = np.ones((3, 12), np.int32)
-    mask[1, 9:] = 0
-    positions = np.array([[1, 4, 0], [2, 3, 8], [11, 5, 7]], np.int32)
+    ids, types, mask, positions = pretraining_batch
     mlm, nsp = model(*(ms.Tensor(a) for a in (ids, types, mask, positions)))
     with torch.no_grad():
         out = ref(input_ids=torch.tensor(ids, dtype=torch.long), token_type_ids=torch.tensor(types, dtype=torch.long),

@@ -6,9 +6,10 @@
      `max_length` and cached as .npz;
   3. per seed: builds `BertForSequenceClassification` from the checkpoint (a missing classifier head is initialised
      fresh), trains with AdamWeightDecay, linear warmup and linear decay through `smallbert.train.TrainStep`,
-     evaluates dev after each epoch and keeps the best epoch's weights (`save_pretrained` format);
-  4. reloads the best weights, writes `test_predictions.tsv` (GLUE's `index\\tprediction`) and `eval_results.json`
-     (per-epoch dev accuracy and loss, the best, the seed, every hyper-parameter; mean ± std over seeds).
+     evaluates dev after each epoch and keeps the best epoch's weights (`save_pretrained` format) and its test
+     predictions;
+  4. writes `test_predictions.tsv` (GLUE's `index\\tprediction`) and `eval_results.json` (per-epoch dev accuracy
+     and loss, the best, the seed, every hyper-parameter; mean ± std over seeds).
 
 Batches are bucketed by length: each batch is padded to the smallest of 16, 32, 64, ... (up to `max_length`) that
 holds its longest sentence, so the typical short SST-2 sentence costs a quarter of a 64-token one. Each bucket is
@@ -23,7 +24,6 @@ import logging
 import os
 import shutil
 import time
-from typing import Iterator
 
 import mindspore as ms
 import numpy as np
