@@ -201,3 +201,22 @@ def test_float16_compute_keeps_float32_parameters_and_outputs(tiny_config):
     np.testing.assert_allclose(mlm16.asnumpy(), mlm32.asnumpy(), atol=2e-2)
     np.testing.assert_allclose(nsp16.asnumpy(), nsp32.asnumpy(), atol=2e-2)
     assert not np.array_equal(mlm16.asnumpy(), mlm32.asnumpy())
+
+
+def test_loading_reaches_a_graph_that_has_already_run(tmp_path, tiny_config):
+    from smallbert.weights import load_weights
+
+    source = BertModel(tiny_config)
+    source.set_train(False)
+    source.save_pretrained(str(tmp_path / "source"))
+    model = BertModel(tiny_config)
+    model.set_train(False)
+    forward = ms.jit(model.construct)
+    ids = ms.Tensor(np.arange(16, dtype=np.int32).reshape(2, 8))
+    zeros, ones = ms.ops.zeros_like(ids), ms.ops.ones_like(ids)
+    before = forward(ids, zeros, ones)[1].asnumpy()
+    load_weights(model, str(tmp_path / "source"))
+    after = forward(ids, zeros, ones)[1].asnumpy()
+    expected = source(ids, zeros, ones)[1].asnumpy()
+    assert not np.allclose(before, expected)
+    np.testing.assert_allclose(after, expected, atol=1e-6)

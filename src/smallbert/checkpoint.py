@@ -28,10 +28,10 @@ from typing import Any, Sequence
 import numpy as np
 
 import mindspore as ms
-from mindspore import Parameter, Tensor, ops
+from mindspore import Parameter, Tensor
 
 from .errors import SmallBertError
-from .weights import CKPT_NAME
+from .weights import CKPT_NAME, assign
 
 logger = logging.getLogger("smallbert")
 
@@ -144,15 +144,15 @@ def find_resume_checkpoint(resume: str, output_dir: str) -> str | None:
 
 
 def _assign_all(parameters: Sequence[Parameter], values: dict[str, np.ndarray], source: str) -> None:
-    """Writes `values` into `parameters` by name with ops.assign, which (unlike set_data) also reaches graphs
-    that have already run. Every parameter must be present with its shape."""
+    """Writes `values` into `parameters` by name (see weights.assign). Every parameter must be present with its
+    shape."""
     for p in parameters:
         if p.name not in values:
             raise SmallBertError(f"{source}: no value for {p.name}")
         value = values[p.name]
         if tuple(value.shape) != tuple(p.shape):
             raise SmallBertError(f"{source}: {p.name} has shape {tuple(value.shape)}, expected {tuple(p.shape)}")
-        ops.assign(p, Tensor(value).astype(p.dtype))
+        assign(p, value)
 
 
 def restore_checkpoint(path: str, model, state_parameters: Sequence[Parameter]) -> dict[str, Any]:

@@ -157,13 +157,18 @@ def load_weights(model: "BertPreTrainedModel", path: str) -> LoadReport:
     return load_state_dict(model, read_state_dict(weights_file), weights_file)
 
 
+def assign(param, value: np.ndarray) -> None:
+    """Writes `value` into `param` with ops.assign: unlike set_data it also reaches graphs that have already run."""
+    import mindspore as ms
+
+    ms.ops.assign(param, ms.Tensor(np.asarray(value)).astype(param.dtype))
+
+
 def load_state_dict(model: "BertPreTrainedModel", state: dict[str, np.ndarray], source: str) -> LoadReport:
     """Assigns {name: array} (our or Hugging Face spellings) to `model`'s parameters, checking every shape.
 
     `source` names where the arrays came from in errors and warnings. Returns a LoadReport.
     """
-    import mindspore as ms
-
     params = {p.name: p for p in model.get_parameters()}
     state = normalise_names(state, set(params))
     report = LoadReport()
@@ -173,7 +178,7 @@ def load_state_dict(model: "BertPreTrainedModel", state: dict[str, np.ndarray], 
             if tuple(value.shape) != tuple(param.shape):
                 raise SmallBertError(f"{source}: {name} has shape {tuple(value.shape)} but the config "
                                      f"needs {tuple(param.shape)}")
-            param.set_data(ms.Tensor(np.asarray(value, dtype=np.float32), ms.float32))
+            assign(param, value)
         elif not any(name.endswith(suffix) for suffix in IGNORED) and not name.startswith("_"):
             report.unexpected.append(name)
     report.missing = [name for name in params if name not in state]
