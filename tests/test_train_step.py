@@ -12,8 +12,9 @@ from smallbert.train import BertPreTrainingWithLoss, DynamicLossScale, TrainStep
 
 
 def synthetic_batch(rng, batch_size, seq_length=16, predictions=4, vocab_size=128, real_predictions=None):
-    """A pretraining batch in PRETRAINING_COLUMNS order; each row has `real_predictions` weighted slots."""
-    real = predictions if real_predictions is None else real_predictions
+    """A pretraining batch in PRETRAINING_COLUMNS order; row r has `real_predictions[r]` weighted slots (an int:
+    the same for all rows; None: all `predictions`)."""
+    real = np.broadcast_to(predictions if real_predictions is None else real_predictions, (batch_size,))
     input_ids = rng.integers(5, vocab_size, (batch_size, seq_length)).astype(np.int32)
     input_mask = np.ones((batch_size, seq_length), np.int32)
     segment_ids = np.zeros((batch_size, seq_length), np.int32)
@@ -21,10 +22,10 @@ def synthetic_batch(rng, batch_size, seq_length=16, predictions=4, vocab_size=12
     positions = np.stack([np.sort(rng.choice(np.arange(1, seq_length), predictions, replace=False))
                           for _ in range(batch_size)]).astype(np.int32)
     masked_lm_ids = rng.integers(5, vocab_size, (batch_size, predictions)).astype(np.int32)
-    weights = np.zeros((batch_size, predictions), np.float32)
-    weights[:, :real] = 1.0
-    positions[:, real:] = 0
-    masked_lm_ids[:, real:] = 0
+    padded = np.arange(predictions)[None, :] >= real[:, None]
+    weights = np.where(padded, 0.0, 1.0).astype(np.float32)
+    positions[padded] = 0
+    masked_lm_ids[padded] = 0
     next_sentence_labels = rng.integers(0, 2, (batch_size, 1)).astype(np.int32)
     return input_ids, input_mask, segment_ids, positions, masked_lm_ids, weights, next_sentence_labels
 
@@ -59,7 +60,8 @@ def test_accumulation_equals_one_big_batch(steps):
     initial = [p.asnumpy().copy() for p in whole.net_with_loss.trainable_params()]
     rng = np.random.default_rng(0)
     for _ in range(2):
-        batch = synthetic_batch(rng, 8)
+        # Micro-batches of 2 rows hold 2, 4, 6 and 8 real predictions: each must weigh by the whole batch's count.
+        batch = synthetic_batch(rng, 8, real_predictions=[1, 1, 2, 2, 3, 3, 4, 4])
         out_whole = whole.step(*batch)
         out_accumulated = accumulated.step(*batch)
         assert out_accumulated.loss == pytest.approx(out_whole.loss, abs=1e-5)

@@ -117,9 +117,10 @@ class TrainStep(nn.Cell):
             other elements (e.g. mlm_loss and nsp_loss, or logits) are passed back untouched as `aux`. Gradients are
             taken with respect to `optimizer.parameters`.
         step(*batch) takes arrays or Tensors with a leading batch axis of size accumulation_steps × B and performs
-            ONE optimizer update: the batch is split into `accumulation_steps` micro-batches of B rows; their
-            gradients are summed and divided by `accumulation_steps` (so with equal-sized micro-batches it equals one
-            step on the whole batch, at a micro-batch's memory). Under data parallel the gradients are then averaged
+            ONE optimizer update: the batch is split into `accumulation_steps` micro-batches of B rows (by
+            `net_with_loss.split_batch(batch, k)` when the net defines it, e.g. to add a normaliser shared by all
+            micro-batches); their gradients are summed and divided by `accumulation_steps`, so the update equals one
+            step on the whole batch, at a micro-batch's memory. Under data parallel the gradients are then averaged
             across ranks. They are unscaled by the loss scale, checked for inf/nan through their global norm (the
             stock loss-scale cell's check does not run on CPU), clipped to global norm `max_grad_norm` (<= 0: no
             clipping) — after unscaling, so the threshold means the true norm — and given to the optimizer unless
@@ -217,11 +218,8 @@ class TrainStep(nn.Cell):
             outputs, overflow, scale = self._fused_step(*batch)
             micro_outputs = [outputs]
         else:
-            rows = batch[0].shape[0]
-            if rows % k:
-                raise ValueError(f"batch of {rows} rows does not split into {k} equal micro-batches")
-            size = rows // k
-            micro_outputs = [self._accumulate(*(x[i * size:(i + 1) * size] for x in batch)) for i in range(k)]
+            split = getattr(self.net_with_loss, "split_batch", split_batch)
+            micro_outputs = [self._accumulate(*micro) for micro in split(batch, k)]
             overflow, scale = self._apply_accumulated()
         merged = [_merge([out[j].asnumpy() for out in micro_outputs]) for j in range(len(micro_outputs[0]))]
         return StepOutput(loss=float(merged[0]), aux=tuple(merged[1:]), overflow=bool(overflow.asnumpy()),
@@ -232,6 +230,15 @@ class TrainStep(nn.Cell):
         own = {id(p) for p in self.net_with_loss.get_parameters()}
         skip = {id(p) for p in self.accumulated_grads} if self.accumulation_steps > 1 else set()
         return [p for p in self.get_parameters() if id(p) not in own and id(p) not in skip]
+
+
+def split_batch(batch: Sequence[Tensor], k: int) -> list[tuple[Tensor, ...]]:
+    """Splits every column of `batch` (leading axis k × B) into k micro-batches of B rows."""
+    rows = batch[0].shape[0]
+    if rows % k:
+        raise ValueError(f"batch of {rows} rows does not split into {k} equal micro-batches")
+    size = rows // k
+    return [tuple(x[i * size:(i + 1) * size] for x in batch) for i in range(k)]
 
 
 def global_norm(tensors: Sequence[Tensor]) -> Tensor:
@@ -260,15 +267,19 @@ def token_nll(logits: Tensor, ids: Tensor) -> Tensor:
     return -ops.gather_elements(ops.log_softmax(logits, -1), 1, ids.reshape(-1, 1)).reshape(-1)
 
 
-def masked_lm_loss(mlm_logits: Tensor, masked_lm_ids: Tensor, masked_lm_weights: Tensor) -> Tensor:
+def masked_lm_loss(mlm_logits: Tensor, masked_lm_ids: Tensor, masked_lm_weights: Tensor,
+                   denominator: Tensor | None = None) -> Tensor:
     """Google's masked-LM loss: sum(w · nll) / (sum(w) + 1e-5) over the prediction slots.
 
     mlm_logits float32 [B,P,V]; masked_lm_ids int32 [B,P]; masked_lm_weights float32 [B,P], 1.0 for a real
-    prediction and 0.0 for padding, so padded slots (whatever their ids) contribute nothing. Returns a scalar.
+    prediction and 0.0 for padding, so padded slots (whatever their ids) contribute nothing. `denominator`, a
+    float32 scalar, replaces sum(w) + 1e-5 (see `BertPreTrainingWithLoss.split_batch`). Returns a scalar.
     """
     nll = token_nll(mlm_logits.reshape(-1, mlm_logits.shape[-1]), masked_lm_ids.reshape(-1))
     weights = masked_lm_weights.reshape(-1)
-    return (weights * nll).sum() / (weights.sum() + 1e-5)
+    if denominator is None:
+        denominator = weights.sum() + 1e-5
+    return (weights * nll).sum() / denominator
 
 
 class BertPreTrainingWithLoss(nn.Cell):
@@ -283,11 +294,20 @@ class BertPreTrainingWithLoss(nn.Cell):
         self.model = model
 
     def construct(self, input_ids, input_mask, segment_ids, masked_lm_positions, masked_lm_ids, masked_lm_weights,
-                  next_sentence_labels):
+                  next_sentence_labels, mlm_denominator=None):
         mlm_logits, nsp_logits = self.model(input_ids, segment_ids, input_mask, masked_lm_positions)
-        mlm_loss = masked_lm_loss(mlm_logits, masked_lm_ids, masked_lm_weights)
+        mlm_loss = masked_lm_loss(mlm_logits, masked_lm_ids, masked_lm_weights, mlm_denominator)
         nsp_loss = ops.cross_entropy(nsp_logits, next_sentence_labels.reshape(-1))
         return mlm_loss + nsp_loss, mlm_loss, nsp_loss
+
+    @staticmethod
+    def split_batch(batch: Sequence[Tensor], k: int) -> list[tuple[Tensor, ...]]:
+        """Micro-batches for gradient accumulation, each with `mlm_denominator` = (sum(w) + 1e-5) / k over the
+        WHOLE batch: micro-batches rarely hold the same number of real predictions, and normalising each by its
+        own would weight a prediction by the size of its micro-batch instead of the batch's."""
+        weights = batch[PRETRAINING_COLUMNS.index("masked_lm_weights")]
+        denominator = Tensor((float(weights.sum()) + 1e-5) / k, mstype.float32)
+        return [micro + (denominator,) for micro in split_batch(batch, k)]
 
 
 class BertPreTrainingMetrics(nn.Cell):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Pretraining step throughput and memory: our graph-mode TrainStep vs transformers' BertForPreTraining.
 
-    python bench/pretrain_step.py --config config/bert_L4_H256.json --batch_size 32 --seq_length 128 --steps 10
+    python bench/pretrain_throughput.py --config config/bert_L4_H256.json --batch_size 32 --seq_length 128 --steps 10
 
 Both sides run the same model config, batch, sequence length, masked positions, thread count and step: forward,
 MLM + NSP loss, backward, clip to global norm 1.0, AdamW update. PyTorch runs eager with the MLM head applied to the
@@ -120,10 +120,12 @@ def _timed(fn) -> float:
 
 def run_worker(args) -> None:
     """Builds one framework's step, reports its first-step time, then runs one step per 'step' line on stdin."""
-    import torch
-
-    torch.set_num_threads(args.threads)  # also the thread count transformers uses; MindSpore uses its own pool
     from smallbert import BertConfig
+
+    if args.worker == "torch":  # only there: importing torch would add its libraries to MindSpore's peak RSS
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     config = BertConfig.from_json_file(args.config)
     batch = make_batch(config.vocab_size, args.batch_size, args.seq_length, args.predictions)
