@@ -19,6 +19,7 @@ from smallbert.errors import SmallBertError
 from smallbert.finetune import (Encoded, FinetuneConfig, batch_rows, encode_split, load_classifier, make_batch,
                                 read_split, resolve_checkpoint, run)
 from smallbert.tokenization import FullTokenizer
+from smallbert.weights import read_state_dict
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "finetuningSST2",
                       "run_classify.py")
@@ -132,6 +133,19 @@ def test_best_checkpoint_reloads_and_reproduces_dev_accuracy(trained, toy):
     with open(os.path.join("eval", "test_predictions.tsv"), encoding="utf-8") as f, \
             open(seed1["test_predictions"], encoding="utf-8") as g:
         assert f.read() == g.read()
+
+
+def test_amp_o2_fine_tunes_with_float32_master_weights(toy, tmp_path):
+    # float16 compute with dynamic loss scaling; the checkpoint keeps float32 weights.
+    results = run(FinetuneConfig(data_dir=toy["data"], init_checkpoint=toy["run"], output_dir=str(tmp_path),
+                                 seeds=(1,), amp="O2", **HPARAMS))
+    epochs = results["seeds"][0]["epochs"]
+    assert results["best_dev_accuracy_mean"] >= 0.9
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    assert all(e["skipped_steps"] < 5 for e in epochs)  # an overflow halves the 65536 scale; a few at most
+    state = read_state_dict(os.path.join(tmp_path, "best", "model.ckpt"))
+    assert {v.dtype for v in state.values()} == {np.dtype(np.float32)}
+    assert results["hparams"]["amp"] == "O2"
 
 
 def test_seed_fixes_the_fresh_classifier_head(toy):
