@@ -70,9 +70,11 @@ def mindspore_worker(args, config, batch):
 
 
 def torch_worker(args, config, batch):
+    # torch is imported here only: in the MindSpore worker its libraries would count against our peak RSS.
     import torch
     import transformers
 
+    torch.set_num_threads(args.threads)  # MindSpore uses its own thread pool
     torch.manual_seed(0)
     model = transformers.BertForPreTraining(transformers.BertConfig(**config.to_hf_dict()))
     model.train()
@@ -121,11 +123,6 @@ def _timed(fn) -> float:
 def run_worker(args) -> None:
     """Builds one framework's step, reports its first-step time, then runs one step per 'step' line on stdin."""
     from smallbert import BertConfig
-
-    if args.worker == "torch":  # only there: importing torch would add its libraries to MindSpore's peak RSS
-        import torch
-
-        torch.set_num_threads(args.threads)
 
     config = BertConfig.from_json_file(args.config)
     batch = make_batch(config.vocab_size, args.batch_size, args.seq_length, args.predictions)

@@ -9,6 +9,7 @@ from mindspore import Tensor, nn, ops
 
 from smallbert import BertForPreTraining
 from smallbert.train import BertPreTrainingWithLoss, DynamicLossScale, TrainStep, masked_lm_loss
+from smallbert.weights import assign
 
 
 def synthetic_batch(rng, batch_size, seq_length=16, predictions=4, vocab_size=128, real_predictions=None):
@@ -41,11 +42,11 @@ def build_step(config, accumulation_steps):
 
 
 def copy_state(source: TrainStep, target: TrainStep):
-    """ops.assign, not set_data: after a graph has run, set_data rebinds the Python object and not the graph's."""
+    """Through weights.assign, which (unlike set_data) reaches graphs that have already run."""
     target_params = {p.name: p for p in target.get_parameters()}
     for p in source.get_parameters():
         if p.name in target_params:
-            ops.assign(target_params[p.name], Tensor(p.asnumpy().copy()))
+            assign(target_params[p.name], p.asnumpy().copy())
 
 
 @pytest.fixture(scope="module")
