@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from . import cpu_kernels
 from .convert import load_model
 from .errors import SmallBertError
 from .model import BertForPreTraining, BertPreTrainedModel
@@ -55,7 +56,8 @@ def export(checkpoint: str, output: str | None = None, file_format: str = "MINDI
 
     if file_format.upper() not in FORMATS:
         raise SmallBertError(f"--format: {file_format!r} is not supported, expected one of {', '.join(FORMATS)}")
-    model = load_model(checkpoint)
+    with cpu_kernels.disabled():  # the exported graph must not depend on our compiled library
+        model = load_model(checkpoint)
     check_shapes(model, batch_size, seq_length, max_predictions_per_seq)
     if output is None:
         directory = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(os.path.abspath(checkpoint))

@@ -15,6 +15,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from mindspore.common.initializer import TruncatedNormal, initializer
 
+from . import cpu_kernels
 from .config import BertConfig
 
 
@@ -59,13 +60,17 @@ class Dense(nn.Cell):
 
 
 class LayerNorm(nn.Cell):
-    """Layer normalisation over the last axis, always computed in float32; returns the input's dtype."""
+    """Layer normalisation over the last axis, always computed in float32; returns the input's dtype.
+
+    Uses the fused CPU kernel when available (see `cpu_kernels`), MindSpore's LayerNorm otherwise.
+    """
 
     def __init__(self, hidden_size: int, eps: float):
         super().__init__()
         self.weight = Parameter(initializer("ones", (hidden_size,), mstype.float32), name="weight")
         self.bias = Parameter(initializer("zeros", (hidden_size,), mstype.float32), name="bias")
-        self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+        self.layer_norm = (cpu_kernels.FusedLayerNorm(eps) if cpu_kernels.enabled() else
+                           ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps))
 
     def construct(self, x: Tensor) -> Tensor:
         y, _, _ = self.layer_norm(x.astype(mstype.float32), self.weight, self.bias)
@@ -84,16 +89,26 @@ class Embedding(nn.Cell):
         return ops.gather(self.weight, ids, 0)
 
 
-def activation(x: Tensor, name: str) -> Tensor:
-    """Applies `hidden_act` as transformers does (gelu = exact erf form; gelu_new = tanh approximation)."""
-    if name == "gelu":
-        # The formula, not ops.gelu: on CPU ops.gelu's training graph holds ~4 input-sized buffers (measured).
-        return (0.5 * x) * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
-    if name in ("gelu_new", "gelu_pytorch_tanh"):
-        return ops.gelu(x, approximate="tanh")
-    if name == "relu":
-        return ops.relu(x)
-    return ops.tanh(x)
+class Activation(nn.Cell):
+    """`hidden_act` as transformers applies it (gelu = exact erf form; gelu_new = tanh approximation)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        # The fused kernel is float32-only: float16 compute (mixed precision) takes the formula.
+        self.fused_gelu = cpu_kernels.FusedGelu() if name == "gelu" and cpu_kernels.enabled() else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.name == "gelu":
+            if self.fused_gelu is not None and x.dtype == mstype.float32:
+                return self.fused_gelu(x)
+            # The formula, not ops.gelu: on CPU ops.gelu's training graph holds ~4 input-sized buffers (measured).
+            return (0.5 * x) * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
+        if self.name in ("gelu_new", "gelu_pytorch_tanh"):
+            return ops.gelu(x, approximate="tanh")
+        if self.name == "relu":
+            return ops.relu(x)
+        return ops.tanh(x)
 
 
 class BertEmbeddings(nn.Cell):
@@ -177,10 +192,10 @@ class BertIntermediate(nn.Cell):
     def __init__(self, config: BertConfig, compute_dtype=mstype.float32):
         super().__init__()
         self.dense = Dense(config.hidden_size, config.intermediate_size, config.initializer_range, compute_dtype)
-        self.hidden_act = config.hidden_act
+        self.activation = Activation(config.hidden_act)
 
     def construct(self, x: Tensor) -> Tensor:
-        return activation(self.dense(x), self.hidden_act)
+        return self.activation(self.dense(x))
 
 
 class BertLayer(nn.Cell):
@@ -281,11 +296,11 @@ class BertPredictionHeadTransform(nn.Cell):
     def __init__(self, config: BertConfig, compute_dtype=mstype.float32):
         super().__init__()
         self.dense = Dense(config.hidden_size, config.hidden_size, config.initializer_range, compute_dtype)
-        self.hidden_act = config.hidden_act
+        self.activation = Activation(config.hidden_act)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
 
     def construct(self, x: Tensor) -> Tensor:
-        return self.LayerNorm(activation(self.dense(x), self.hidden_act))
+        return self.LayerNorm(self.activation(self.dense(x)))
 
 
 class BertLMPredictionHead(nn.Cell):

@@ -1,0 +1,180 @@
+// Fused float32 CPU kernels for smallbert, called by MindSpore as AOT custom ops (see cpu_kernels.py):
+// LayerNorm over the last axis and exact (erf) GELU, forward and backward. Each is one pass over memory; MindSpore
+// 2.10's own CPU kernels for these take 5-10x longer on BERT's shapes. Signature of every entry point:
+//   int Name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream, void *extra)
+// with params = inputs then outputs, all float32 and contiguous. Returns 0 on success.
+#include <cmath>
+#include <cstdint>
+#include <sched.h>
+#include <thread>
+#include <vector>
+
+namespace {
+
+int64_t NumElements(int ndim, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; ++i) n *= shape[i];
+  return n;
+}
+
+// Threads to split work over: the CPUs this process may run on (taskset / cgroup cpusets), at most 16.
+int64_t MaxWorkers() {
+  static const int64_t count = [] {
+    cpu_set_t set;
+    int64_t n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+    return n < 1 ? 1 : (n > 16 ? 16 : n);
+  }();
+  return count;
+}
+
+// Runs fn(begin, end, worker) over [0, n) split into contiguous chunks of at least min_chunk, one per thread.
+template <typename Fn>
+void ParallelFor(int64_t n, int64_t min_chunk, Fn fn) {
+  int64_t workers = MaxWorkers();
+  if (workers > n / min_chunk) workers = n / min_chunk;
+  if (workers <= 1) {
+    fn(0, n, 0);
+    return;
+  }
+  std::vector<std::thread> threads;
+  int64_t chunk = (n + workers - 1) / workers;
+  for (int64_t w = 1; w < workers; ++w) {
+    int64_t begin = w * chunk, end = begin + chunk < n ? begin + chunk : n;
+    threads.emplace_back(fn, begin, end, w);
+  }
+  fn(0, chunk < n ? chunk : n, 0);
+  for (auto &t : threads) t.join();
+}
+
+// exp(v) for v <= 0, written so that the compiler vectorises loops calling it (libm's expf is not vectorised).
+inline float ExpNonPositive(float v) {
+  v = v < -87.0f ? -87.0f : v;
+  // Round v / ln 2 to the nearest integer: adding 1.5 * 2^23 pushes the fraction out of the mantissa.
+  float n = (v * 1.44269504f + 12582912.0f) - 12582912.0f;
+  float r = v - n * 0.693145752f - n * 1.42860677e-6f;  // ln 2 split in two for accuracy
+  float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  return p * __builtin_bit_cast(float, bits);
+}
+
+// Standard normal CDF Phi(x) = (1 + erf(x / sqrt 2)) / 2, erf from Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+inline float NormalCdf(float x) {
+  float z = std::fabs(x) * 0.70710678f;
+  float t = 1.0f / (1.0f + 0.3275911f * z);
+  float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+  float erf_abs = 1.0f - poly * ExpNonPositive(-z * z);
+  return 0.5f + 0.5f * std::copysign(erf_abs, x);
+}
+
+void GeluForwardRange(const float *__restrict x, float *__restrict y, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) y[i] = x[i] * NormalCdf(x[i]);
+}
+
+void GeluBackwardRange(const float *__restrict x, const float *__restrict dy, float *__restrict dx, int64_t begin,
+                       int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    const float v = x[i];
+    dx[i] = dy[i] * (NormalCdf(v) + v * 0.39894228f * ExpNonPositive(-0.5f * v * v));
+  }
+}
+
+}  // namespace
+
+// GELU forward. params: x [...], y [...].
+extern "C" int GeluForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  if (nparam != 2) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  ParallelFor(NumElements(ndims[0], shapes[0]), 1 << 16,
+              [=](int64_t begin, int64_t end, int64_t) { GeluForwardRange(x, y, begin, end); });
+  return 0;
+}
+
+// GELU backward: dx = dy * (Phi(x) + x * phi(x)). params: x, dy, dx.
+extern "C" int GeluBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  if (nparam != 3) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *dy = static_cast<const float *>(params[1]);
+  float *dx = static_cast<float *>(params[2]);
+  ParallelFor(NumElements(ndims[0], shapes[0]), 1 << 16,
+              [=](int64_t begin, int64_t end, int64_t) { GeluBackwardRange(x, dy, dx, begin, end); });
+  return 0;
+}
+
+// LayerNorm forward over the last axis. params: x [..., H], gamma [H], beta [H], eps [1]; y [..., H], mean [...], rstd [...].
+extern "C" int LayerNormForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  if (nparam != 7) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *gamma = static_cast<const float *>(params[1]);
+  const float *beta = static_cast<const float *>(params[2]);
+  const float eps = *static_cast<const float *>(params[3]);
+  float *y = static_cast<float *>(params[4]);
+  float *mean = static_cast<float *>(params[5]);
+  float *rstd = static_cast<float *>(params[6]);
+  const int64_t h = shapes[0][ndims[0] - 1];
+  const int64_t rows = NumElements(ndims[0], shapes[0]) / h;
+  ParallelFor(rows, 64, [&](int64_t begin, int64_t end, int64_t) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float *xr = x + r * h;
+      float *yr = y + r * h;
+      float sum = 0.0f;
+      for (int64_t j = 0; j < h; ++j) sum += xr[j];
+      const float mu = sum / h;
+      float sq = 0.0f;
+      for (int64_t j = 0; j < h; ++j) sq += (xr[j] - mu) * (xr[j] - mu);
+      const float rs = 1.0f / std::sqrt(sq / h + eps);
+      for (int64_t j = 0; j < h; ++j) yr[j] = (xr[j] - mu) * rs * gamma[j] + beta[j];
+      mean[r] = mu;
+      rstd[r] = rs;
+    }
+  });
+  return 0;
+}
+
+// LayerNorm backward. params: x [..., H], gamma [H], mean [...], rstd [...], dy [..., H]; dx [..., H], dgamma [H], dbeta [H].
+extern "C" int LayerNormBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  if (nparam != 8) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *gamma = static_cast<const float *>(params[1]);
+  const float *mean = static_cast<const float *>(params[2]);
+  const float *rstd = static_cast<const float *>(params[3]);
+  const float *dy = static_cast<const float *>(params[4]);
+  float *dx = static_cast<float *>(params[5]);
+  float *dgamma = static_cast<float *>(params[6]);
+  float *dbeta = static_cast<float *>(params[7]);
+  const int64_t h = shapes[0][ndims[0] - 1];
+  const int64_t rows = NumElements(ndims[0], shapes[0]) / h;
+  const int64_t max_workers = MaxWorkers();
+  std::vector<float> partial(2 * h * max_workers, 0.0f);  // per worker: dgamma then dbeta partial sums
+  ParallelFor(rows, 64, [&](int64_t begin, int64_t end, int64_t worker) {
+    float *pg = partial.data() + 2 * h * worker;
+    float *pb = pg + h;
+    for (int64_t r = begin; r < end; ++r) {
+      const float *xr = x + r * h;
+      const float *dyr = dy + r * h;
+      float *dxr = dx + r * h;
+      const float mu = mean[r], rs = rstd[r];
+      float sum_g = 0.0f, sum_gx = 0.0f;
+      for (int64_t j = 0; j < h; ++j) {
+        const float xhat = (xr[j] - mu) * rs;
+        const float g = dyr[j] * gamma[j];
+        sum_g += g;
+        sum_gx += g * xhat;
+        pg[j] += dyr[j] * xhat;
+        pb[j] += dyr[j];
+      }
+      const float a = sum_g / h, b = sum_gx / h;
+      for (int64_t j = 0; j < h; ++j) dxr[j] = rs * (dyr[j] * gamma[j] - a - (xr[j] - mu) * rs * b);
+    }
+  });
+  for (int64_t j = 0; j < h; ++j) {
+    float sg = 0.0f, sb = 0.0f;
+    for (int64_t w = 0; w < max_workers; ++w) {
+      sg += partial[2 * h * w + j];
+      sb += partial[2 * h * w + h + j];
+    }
+    dgamma[j] = sg;
+    dbeta[j] = sb;
+  }
+  return 0;
+}

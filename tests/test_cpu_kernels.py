@@ -1,0 +1,125 @@
+"""The fused CPU kernels (LayerNorm, GELU) give MindSpore's own ops' values and gradients, and the model falls back
+to MindSpore's ops when the kernels can't be built or are switched off."""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+from smallbert import BertForPreTraining, cpu_kernels
+from smallbert.weights import assign
+
+needs_kernels = pytest.mark.skipif(cpu_kernels.library() is None, reason="no C++ compiler to build the kernels")
+
+
+class Backward(nn.Cell):
+    """(inputs..., sens) → (output, gradients of sum(output * sens) w.r.t. every input)."""
+
+    def __init__(self, net: nn.Cell):
+        super().__init__()
+        self.net = net
+        self.grad = ops.GradOperation(get_all=True, sens_param=True)
+
+    def construct(self, *args):
+        return self.net(*args[:-1]), self.grad(self.net)(*args)
+
+
+class FirstOutput(nn.Cell):
+    def __init__(self, layer_norm):
+        super().__init__()
+        self.layer_norm = layer_norm
+
+    def construct(self, x, gamma, beta):
+        return self.layer_norm(x, gamma, beta)[0]
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", [(3, 5, 37), (300, 256)])  # odd H; enough rows to split over threads
+def test_layer_norm_matches_mindspore(shape):
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal(shape, dtype=np.float32) * 3 + 1)
+    gamma = Tensor(rng.standard_normal(shape[-1:], dtype=np.float32))
+    beta = Tensor(rng.standard_normal(shape[-1:], dtype=np.float32))
+    sens = Tensor(rng.standard_normal(shape, dtype=np.float32))
+    results = []
+    for layer_norm in (cpu_kernels.FusedLayerNorm(1e-12), ops.LayerNorm(-1, -1, 1e-12)):
+        y, grads = Backward(FirstOutput(layer_norm))(x, gamma, beta, sens)
+        results.append([y.asnumpy()] + [g.asnumpy() for g in grads])
+    for fused, stock, name in zip(*results, ("y", "dx", "dgamma", "dbeta")):
+        scale = max(1.0, float(np.abs(stock).max()))
+        np.testing.assert_allclose(fused, stock, rtol=0, atol=2e-6 * scale, err_msg=name)
+
+
+@needs_kernels
+@pytest.mark.parametrize("size", [1001, 150_000])  # below and above the threading threshold
+def test_gelu_matches_the_erf_formula(size):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(size).astype(np.float32) * 3
+    x[:6] = [0.0, -0.0, 12.0, -12.0, 1e-20, -40.0]
+    sens = rng.standard_normal(size).astype(np.float32)
+    y, (dx,) = Backward(cpu_kernels.FusedGelu())(Tensor(x), Tensor(sens))
+    v = x.astype(np.float64)
+    cdf = 0.5 * (1 + np.vectorize(math.erf)(v / math.sqrt(2)))
+    pdf = np.exp(-0.5 * v * v) / math.sqrt(2 * math.pi)
+    assert (np.abs(y.asnumpy() - v * cdf) / np.maximum(1, np.abs(v))).max() <= 1e-6
+    assert (np.abs(dx.asnumpy() - sens * (cdf + v * pdf)) / np.maximum(1, np.abs(sens))).max() <= 1e-6
+
+
+@needs_kernels
+def test_model_gives_the_same_loss_and_gradients_without_the_kernels(tiny_config, pretraining_batch, monkeypatch):
+    from smallbert.train import BertPreTrainingWithLoss
+
+    ids, types, mask, positions = pretraining_batch
+    batch = [Tensor(x) for x in (ids, mask, types, positions, np.take_along_axis(ids, positions, 1),
+                                 np.array([[1, 1, 0], [1, 1, 1], [1, 0, 1]], np.float32),
+                                 np.array([[0], [1], [1]], np.int32))]
+
+    def loss_and_grads(model):
+        model.set_train(False)  # no dropout: the two models must see identical computations
+        net = BertPreTrainingWithLoss(model)
+        grad = ops.value_and_grad(lambda *b: net(*b)[0], None, net.trainable_params())
+        loss, grads = grad(*batch)
+        return float(loss), {p.name: g.asnumpy() for p, g in zip(net.trainable_params(), grads)}
+
+    fused = BertForPreTraining(tiny_config)
+    assert isinstance(fused.bert.embeddings.LayerNorm.layer_norm, cpu_kernels.FusedLayerNorm)
+    monkeypatch.setenv("SMALLBERT_FUSED_KERNELS", "0")
+    stock = BertForPreTraining(tiny_config)
+    assert isinstance(stock.bert.embeddings.LayerNorm.layer_norm, ops.LayerNorm)
+    weights = fused.parameters_dict()
+    for name, param in stock.parameters_dict().items():
+        assign(param, weights[name].asnumpy())
+    fused_loss, fused_grads = loss_and_grads(fused)
+    stock_loss, stock_grads = loss_and_grads(stock)
+    assert abs(fused_loss - stock_loss) <= 1e-5
+    assert fused_grads.keys() == stock_grads.keys()
+    for name, g in stock_grads.items():
+        np.testing.assert_allclose(fused_grads[name], g, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("env", [{"CXX": "no-such-compiler"}, {"CXX": "false"},
+                                 {"MS_CUSTOM_AOT_WHITE_LIST": "/somewhere/else"}])
+def test_falls_back_when_the_kernels_cannot_be_built(tmp_path, monkeypatch, caplog, env):
+    """No compiler, one that fails, or MindSpore would refuse the library: a warning, and MindSpore's ops."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SMALLBERT_CACHE_DIR", str(tmp_path / "cache"))
+    cpu_kernels.library.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="smallbert"):
+            assert cpu_kernels.library() is None
+            assert not cpu_kernels.enabled()
+        assert "using MindSpore's slower LayerNorm and GELU" in caplog.text
+        assert not list((tmp_path / "cache").glob("*")), "no half-written library is left behind"
+    finally:
+        monkeypatch.undo()
+        cpu_kernels.library.cache_clear()
+
+
+def test_switched_off_inside_disabled():
+    with cpu_kernels.disabled():
+        assert not cpu_kernels.enabled()
