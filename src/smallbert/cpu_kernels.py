@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 
 from mindspore import Tensor, nn, ops
@@ -87,6 +88,7 @@ def library() -> str | None:
         return path
     os.makedirs(cache, exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
+    start = time.perf_counter()
     try:
         result = subprocess.run([compiler, *FLAGS, "-o", tmp, SOURCE], capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
@@ -95,6 +97,7 @@ def library() -> str | None:
                            compiler, first)
             return None
         os.replace(tmp, path)  # atomic: concurrent ranks may build the same library
+        logger.info("fused CPU kernels: built %s in %.1f s", path, time.perf_counter() - start)
     except (OSError, subprocess.SubprocessError) as err:
         logger.warning("fused CPU kernels: could not build (%s); using MindSpore's slower LayerNorm and GELU", err)
         return None
