@@ -159,7 +159,7 @@ def test_minilm_round_trip_hf_ours_hf(tmp_path, minilm_dir):
 def randomise(model) -> None:
     """Every parameter random (our init leaves biases 0 and LayerNorm 1, which would hide a bias/gain mix-up)."""
     rng = np.random.default_rng(2)
-    for param in model.get_parameters():
+    for param in model.weights():
         param.set_data(ms.Tensor(rng.normal(0.0, 0.1, param.shape).astype(np.float32)))
     model.set_train(False)
 

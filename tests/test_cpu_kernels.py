@@ -1,5 +1,6 @@
-"""The fused CPU kernels (LayerNorm, GELU) give MindSpore's own ops' values and gradients, and the model falls back
-to MindSpore's ops when the kernels can't be built or are switched off."""
+"""The fused CPU kernels (LayerNorm, GELU) give MindSpore's own ops' values and gradients; the fused dropout draws
+masks that depend only on (seed, site, step); and the model falls back to MindSpore's ops when the kernels can't
+be built or are switched off."""
 from __future__ import annotations
 
 import logging
@@ -113,7 +114,7 @@ def test_falls_back_when_the_kernels_cannot_be_built(tmp_path, monkeypatch, capl
         with caplog.at_level(logging.WARNING, logger="smallbert"):
             assert cpu_kernels.library() is None
             assert not cpu_kernels.enabled()
-        assert "using MindSpore's slower LayerNorm and GELU" in caplog.text
+        assert cpu_kernels.FALLBACK in caplog.text
         assert not list((tmp_path / "cache").glob("*")), "no half-written library is left behind"
     finally:
         monkeypatch.undo()
@@ -123,3 +124,61 @@ def test_falls_back_when_the_kernels_cannot_be_built(tmp_path, monkeypatch, capl
 def test_switched_off_inside_disabled():
     with cpu_kernels.disabled():
         assert not cpu_kernels.enabled()
+
+
+def dropout_call(cell, x):
+    """One forward and backward through the cell: y, and the gradient of sum(y · sens) for sens = 1 + index."""
+    sens = Tensor(np.arange(1, x.size + 1, dtype=np.float32).reshape(x.shape))
+
+    def forward(inputs):
+        y = cell(inputs)
+        return (y * sens).sum(), y
+
+    (_, y), dx = ms.value_and_grad(forward, has_aux=True)(Tensor(x))
+    return y.asnumpy(), dx.asnumpy(), sens.asnumpy()
+
+
+@needs_kernels
+@pytest.mark.parametrize("size", [1000, 200_000])  # below and above the threading threshold
+def test_dropout_is_a_function_of_seed_site_and_step(size):
+    ms.set_seed(11)
+    cell = cpu_kernels.FusedDropout(0.25)
+    cell.set_train(True)
+    x = np.full(size, 2.0, np.float32)
+    y, dx, sens = dropout_call(cell, x)
+    kept = y != 0
+    assert abs(1 - kept.mean() - 0.25) < 0.05 if size < 10_000 else abs(1 - kept.mean() - 0.25) < 0.005
+    np.testing.assert_allclose(y[kept], 2.0 / 0.75, rtol=1e-6)
+    np.testing.assert_allclose(dx, sens * kept / 0.75, rtol=1e-6)  # the backward applies the forward's mask
+    assert int(cell.step.asnumpy()[0]) == 1
+    again, _, _ = dropout_call(cell, x)
+    assert not np.array_equal(again != 0, kept), "each step draws a new mask"
+
+    twin = cpu_kernels.FusedDropout(0.25)  # same seed and site: the same sequence of masks
+    twin.set_train(True)
+    assert np.array_equal(dropout_call(twin, x)[0], y)
+    assign(cell.step, np.zeros(1, np.int32))  # a restored step replays its masks: what resume relies on
+    assert np.array_equal(dropout_call(cell, x)[0], y)
+    other = cpu_kernels.FusedDropout(0.25)
+    other.set_train(True)
+    other.set_site(1)
+    agree = (dropout_call(other, x)[0] != 0) == kept
+    assert abs(agree.mean() - (0.75 ** 2 + 0.25 ** 2)) < (0.05 if size < 10_000 else 0.005), "sites are independent"
+
+    cell.set_train(False)
+    before = cell.step.asnumpy().copy()
+    assert np.array_equal(dropout_call(cell, x)[0], x) and np.array_equal(cell.step.asnumpy(), before)
+
+
+@needs_kernels
+def test_dropout_counters_are_run_state_not_weights(tmp_path, tiny_config):
+    model = BertForPreTraining(tiny_config)
+    counters = {p.name for p in cpu_kernels.rng_state(model)}
+    assert len(counters) == 1 + 3 * tiny_config.num_hidden_layers  # embeddings; attention, its output, FFN output
+    streams = [tuple(c.stream.asnumpy()) for _, c in model.cells_and_names()
+               if isinstance(c, cpu_kernels.FusedDropout)]
+    assert len(set(streams)) == len(streams), "every dropout layer draws its own stream"
+    assert not counters & {p.name for p in model.weights()}
+    model.save_pretrained(str(tmp_path / "saved"))
+    assert not counters & set(ms.load_checkpoint(str(tmp_path / "saved" / "model.ckpt")))
+    assert not BertForPreTraining.from_pretrained(str(tmp_path / "saved")).load_report.missing

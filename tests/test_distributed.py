@@ -78,7 +78,7 @@ def test_msrun_two_workers_match_one_process_on_the_combined_batch(tmp_path):
     for name, value in single.items():
         np.testing.assert_allclose(parallel[name].asnumpy(), value.asnumpy(), rtol=0, atol=1e-5, err_msg=name)
     ms.set_seed(3)  # the initial weights both runs started from: training moved them well beyond the tolerance
-    initial = {p.name: p.asnumpy() for p in BertForPreTraining(BertConfig.from_dict(config)).get_parameters()}
+    initial = {p.name: p.asnumpy() for p in BertForPreTraining(BertConfig.from_dict(config)).weights()}
     moved = max(np.abs(single[name].asnumpy() - value).max() for name, value in initial.items())
     assert moved > 1e-3
     # Rank 0 alone wrote the log and the checkpoints; its eval summed both ranks' halves of the 16 eval rows.

@@ -123,8 +123,8 @@ def test_config_files(path):
 
 
 def test_config_counts_match_built_models(tiny_config):
-    assert sum(p.size for p in BertModel(tiny_config).get_parameters()) == tiny_config.num_parameters()
-    assert (sum(p.size for p in BertForPreTraining(tiny_config).get_parameters())
+    assert sum(p.size for p in BertModel(tiny_config).weights()) == tiny_config.num_parameters()
+    assert (sum(p.size for p in BertForPreTraining(tiny_config).weights())
             == tiny_config.num_parameters(with_heads=True))
 
 
@@ -192,7 +192,7 @@ def test_float16_compute_keeps_float32_parameters_and_outputs(tiny_config):
     ms.load_param_into_net(half, {p.name: p for p in full.get_parameters()})
     full.set_train(False)
     half.set_train(False)
-    assert all(p.dtype == mstype.float32 for p in half.get_parameters())
+    assert all(p.dtype == mstype.float32 for p in half.weights())
     ids = ms.Tensor(np.arange(24, dtype=np.int32).reshape(2, 12) % tiny_config.vocab_size)
     positions = ms.Tensor(np.array([[1, 2], [3, 4]], np.int32))
     args = (ids, ms.ops.zeros_like(ids), ms.ops.ones_like(ids), positions)

@@ -84,7 +84,7 @@ def corpus_shards(tmp_path_factory):
         instances=InstanceConfig(max_seq_length=32, max_predictions_per_seq=5, dupe_factor=4)))
     config = {"vocab_size": len(SPECIAL) + len(words), "hidden_size": 32, "num_hidden_layers": 2,
               "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64,
-              "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+              "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
     (root / "bert_config.json").write_text(json.dumps(config))
     return root
 
@@ -138,7 +138,8 @@ def test_loss_falls_and_everything_is_written(straight_run):
 
 def test_resume_after_a_crash_matches_a_straight_run(corpus_shards, straight_run, tmp_path, monkeypatch):
     """Killed during step SAVE_AT + 1, resumed from step SAVE_AT: the same weights and optimizer state as
-    STEPS uninterrupted steps (the data position, learning-rate position and moments all carried over)."""
+    STEPS uninterrupted steps (the data position, learning-rate position, moments and dropout generators all
+    carried over; dropout is on)."""
     output_dir = tmp_path / "resumed"
     calls = {"n": 0}
     step = TrainStep.step

@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     model = convert(args.source_format, args.target_format, args.input, args.output)
-    params = sum(p.size for p in model.get_parameters())
+    params = sum(p.size for p in model.weights())
     print(f"wrote {args.output}: {type(model).__name__}, {params:,} parameters ({args.target_format} format)")
 
 

@@ -158,7 +158,7 @@ def _assign_all(parameters: Sequence[Parameter], values: dict[str, np.ndarray], 
 def restore_checkpoint(path: str, model, state_parameters: Sequence[Parameter]) -> dict[str, Any]:
     """Loads a verified checkpoint into `model` and the training-state parameters; returns its trainer state."""
     state = verify_checkpoint(path)
-    for file, parameters in ((CKPT_NAME, model.get_parameters()), (STATE_NAME, state_parameters)):
+    for file, parameters in ((CKPT_NAME, model.weights()), (STATE_NAME, state_parameters)):
         file = os.path.join(path, file)
         values = {name: tensor.asnumpy() for name, tensor in ms.load_checkpoint(file).items()}
         _assign_all(list(parameters), values, file)

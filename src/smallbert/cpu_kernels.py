@@ -1,12 +1,13 @@
-"""Fused float32 CPU kernels for LayerNorm and exact GELU, run as MindSpore AOT custom ops.
+"""Fused float32 CPU kernels for LayerNorm, exact GELU and dropout, run as MindSpore AOT custom ops.
 
 On CPU, MindSpore 2.10's LayerNormGrad takes ~19 ms on a [4096, 256] activation and the erf GELU ~60 ms forward +
 backward on [4096, 1024]: together about a fifth of an L4-H256 pretraining step. `cpu_kernels.cc` does each in one
-pass over memory (~3 and ~6 ms). It ships as source and is compiled with the system's C++ compiler (`$CXX`, else
+pass over memory (~3 and ~6 ms). Its dropout draws masks from a counter-based generator whose only state is a step
+counter per layer, which checkpoints save: resumed runs and repeated seeds are bit-exact (`FusedDropout`). It ships as source and is compiled with the system's C++ compiler (`$CXX`, else
 `g++`) on first use, for this CPU (`-march=native`), into `$SMALLBERT_CACHE_DIR` (default
 `~/.cache/smallbert`). The model falls back to MindSpore's own ops, with a one-line warning, when the device is not
-CPU, no compiler works, or `SMALLBERT_FUSED_KERNELS=0`; both give the same results to float rounding
-(tests/test_cpu_kernels.py).
+CPU, no compiler works, or `SMALLBERT_FUSED_KERNELS=0`; both give the same results to float rounding, except
+dropout, whose masks come from a different generator (tests/test_cpu_kernels.py).
 """
 from __future__ import annotations
 
@@ -20,13 +21,16 @@ import subprocess
 import time
 from collections.abc import Iterator
 
-from mindspore import Tensor, nn, ops
+import numpy as np
+
+from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 
 logger = logging.getLogger("smallbert")
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.cc")
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-D_GLIBCXX_USE_CXX11_ABI=0"]
+FALLBACK = "using MindSpore's own LayerNorm, GELU and dropout (slower; dropout masks not resumable)"
 _disabled = 0
 
 
@@ -65,8 +69,7 @@ def library() -> str | None:
     """Path of the compiled kernel library, building it on first call; None (and a warning) if it can't be built."""
     compiler = os.environ.get("CXX") or "g++"
     if shutil.which(compiler) is None:
-        logger.warning("fused CPU kernels: no C++ compiler (%s) found; using MindSpore's slower LayerNorm and GELU",
-                       compiler)
+        logger.warning("fused CPU kernels: no C++ compiler (%s) found; %s", compiler, FALLBACK)
         return None
     with open(SOURCE, "rb") as f:
         source = f.read()
@@ -82,7 +85,7 @@ def library() -> str | None:
     allowed = [d for d in os.environ.get("MS_CUSTOM_AOT_WHITE_LIST", "").split(":") if d]
     if allowed and not any(os.path.abspath(path).startswith(os.path.join(os.path.abspath(d), "")) for d in allowed):
         logger.warning("fused CPU kernels: %s is outside MS_CUSTOM_AOT_WHITE_LIST (set SMALLBERT_CACHE_DIR inside "
-                       "it); using MindSpore's slower LayerNorm and GELU", cache)
+                       "it); %s", cache, FALLBACK)
         return None
     if os.path.exists(path):
         return path
@@ -93,13 +96,12 @@ def library() -> str | None:
         result = subprocess.run([compiler, *FLAGS, "-o", tmp, SOURCE], capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             first = (result.stderr.strip().splitlines() or ["unknown error"])[0]
-            logger.warning("fused CPU kernels: %s failed (%s); using MindSpore's slower LayerNorm and GELU",
-                           compiler, first)
+            logger.warning("fused CPU kernels: %s failed (%s); %s", compiler, first, FALLBACK)
             return None
         os.replace(tmp, path)  # atomic: concurrent ranks may build the same library
         logger.info("fused CPU kernels: built %s in %.1f s", path, time.perf_counter() - start)
     except (OSError, subprocess.SubprocessError) as err:
-        logger.warning("fused CPU kernels: could not build (%s); using MindSpore's slower LayerNorm and GELU", err)
+        logger.warning("fused CPU kernels: could not build (%s); %s", err, FALLBACK)
         return None
     finally:
         if os.path.exists(tmp):
@@ -143,3 +145,76 @@ class FusedGelu(nn.Cell):
 
     def bprop(self, x, out, dout):
         return (self.backward(x, dout),)
+
+
+class _DropoutOp(nn.Cell):
+    """(x, stream, step, keep_prob) → (x · mask / keep_prob, mask uint8), with its backward."""
+
+    def __init__(self):
+        super().__init__()
+        self.forward = _custom("DropoutForward", lambda x, s, n, k: (x, x), lambda x, s, n, k: (x, mstype.uint8))
+        self.backward = _custom("DropoutBackward", lambda dy, m, k: dy, lambda dy, m, k: dy)
+
+    def construct(self, x, stream, step, keep_prob):
+        return self.forward(x, stream, step, keep_prob)
+
+    def bprop(self, x, stream, step, keep_prob, out, dout):
+        return (self.backward(dout[0], out[1], keep_prob), ops.zeros_like(stream), ops.zeros_like(step),
+                ops.zeros_like(keep_prob))
+
+
+class FusedDropout(nn.Cell):
+    """Dropout whose masks are a function of (seed, rank, site, step): resumable, unlike MindSpore's CPU dropout.
+
+    MindSpore's CPU dropout keeps its generator inside the kernel, where a checkpoint can't reach it. Here the only
+    state is `step` (int32 [1], counted up by every training call): saved with the optimizer state (see
+    `rng_state`), it makes a resumed run draw the masks of an uninterrupted one. `site` tells the model's dropout
+    layers apart and is set by the model after construction (`number_sites`); `seed` is MindSpore's global seed.
+    float16 input (mixed precision) goes to MindSpore's dropout.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        import mindspore as ms
+
+        self.p = p
+        self.keep_prob = Tensor([1.0 - p], mstype.float32)
+        self.seed = int(ms.get_seed() or 0)
+        self.rank = _rank()
+        self.set_site(0)
+        self.step = Parameter(Tensor([0], mstype.int32), name="step", requires_grad=False)
+        self.op = _DropoutOp()
+        self.fallback = nn.Dropout(p=p)
+
+    def set_site(self, site: int) -> None:
+        words = np.array([self.seed & 0xFFFFFFFF, self.seed >> 32 & 0xFFFFFFFF, self.rank, site], np.uint32)
+        self.stream = Tensor(words.view(np.int32))  # the kernel reads the bits as unsigned
+
+    def construct(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.dtype != mstype.float32:
+            return self.fallback(x)
+        y, _ = self.op(x, self.stream, self.step, self.keep_prob)
+        return ops.depend(y, ops.assign_add(self.step, ops.ones_like(self.step)))
+
+
+def _rank() -> int:
+    """This process's data-parallel rank (0 when not distributed): ranks must not share dropout masks."""
+    try:
+        from mindspore.communication import get_rank
+
+        return int(get_rank())
+    except Exception:  # not initialised: a single process
+        return 0
+
+
+def number_sites(model: nn.Cell) -> None:
+    """Gives each FusedDropout in `model` its own stream, in the model's (deterministic) cell order."""
+    for site, cell in enumerate(c for _, c in model.cells_and_names() if isinstance(c, FusedDropout)):
+        cell.set_site(site)
+
+
+def rng_state(cell: nn.Cell) -> list[Parameter]:
+    """The `step` counters of every FusedDropout in `cell`: run state to checkpoint, not weights."""
+    return [c.step for _, c in cell.cells_and_names() if isinstance(c, FusedDropout)]

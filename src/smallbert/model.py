@@ -77,6 +77,11 @@ class LayerNorm(nn.Cell):
         return y.astype(x.dtype)
 
 
+def dropout(p: float) -> nn.Cell:
+    """A dropout layer: the resumable fused one on CPU when available (see `cpu_kernels.FusedDropout`)."""
+    return cpu_kernels.FusedDropout(p) if cpu_kernels.enabled() else nn.Dropout(p=p)
+
+
 class Embedding(nn.Cell):
     """A lookup table `weight` [num, dim]."""
 
@@ -121,7 +126,7 @@ class BertEmbeddings(nn.Cell):
         self.position_embeddings = Embedding(config.max_position_embeddings, config.hidden_size, std)
         self.token_type_embeddings = Embedding(config.type_vocab_size, config.hidden_size, std)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
-        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
+        self.dropout = dropout(config.hidden_dropout_prob)
         self.compute_dtype = compute_dtype
 
     def construct(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
@@ -143,7 +148,7 @@ class BertSelfAttention(nn.Cell):
         self.query = Dense(h, h, std, compute_dtype)
         self.key = Dense(h, h, std, compute_dtype)
         self.value = Dense(h, h, std, compute_dtype)
-        self.dropout = nn.Dropout(p=config.attention_probs_dropout_prob)
+        self.dropout = dropout(config.attention_probs_dropout_prob)
         self.scale = 1.0 / math.sqrt(self.head_size)
         self.scores_matmul = ops.BatchMatMul(transpose_b=True)
         self.context_matmul = ops.BatchMatMul()
@@ -171,7 +176,7 @@ class BertResidualOutput(nn.Cell):
     def __init__(self, in_features: int, config: BertConfig, compute_dtype=mstype.float32):
         super().__init__()
         self.dense = Dense(in_features, config.hidden_size, config.initializer_range, compute_dtype)
-        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
+        self.dropout = dropout(config.hidden_dropout_prob)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
 
     def construct(self, x: Tensor, residual: Tensor) -> Tensor:
@@ -244,6 +249,11 @@ class BertPreTrainedModel(nn.Cell):
         self.config = config
         self.vocab_file: str | None = None  # remembered by from_pretrained, copied by save_pretrained
 
+    def weights(self) -> list[Parameter]:
+        """Every parameter except the dropout generators' step counters, which are run state, not weights."""
+        state = {id(p) for p in cpu_kernels.rng_state(self)}
+        return [p for p in self.get_parameters() if id(p) not in state]
+
     @classmethod
     def from_pretrained(cls, path: str, **kwargs):
         """Builds the model from `path/config.json` and loads our `.ckpt` or Hugging Face weights found there."""
@@ -266,6 +276,7 @@ class BertModel(BertPreTrainedModel):
         self.embeddings = BertEmbeddings(config, compute_dtype)
         self.encoder = BertEncoder(config, compute_dtype)
         self.pooler = BertPooler(config, compute_dtype) if add_pooling_layer else None
+        cpu_kernels.number_sites(self)
 
     def construct(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
                   attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -335,6 +346,7 @@ class BertForPreTraining(BertPreTrainedModel):
         super().__init__(config)
         self.bert = BertModel(config, compute_dtype)
         self.cls = BertPreTrainingHeads(config, compute_dtype)
+        cpu_kernels.number_sites(self)
 
     def construct(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor,
                   masked_lm_positions: Tensor) -> tuple[Tensor, Tensor]:
@@ -357,8 +369,9 @@ class BertForSequenceClassification(BertPreTrainedModel):
         super().__init__(config)
         self.num_labels = num_labels
         self.bert = BertModel(config, compute_dtype)
-        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
+        self.dropout = dropout(config.hidden_dropout_prob)
         self.classifier = Dense(config.hidden_size, num_labels, config.initializer_range, compute_dtype)
+        cpu_kernels.number_sites(self)
 
     def construct(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """int32 [B,S] each → float32 logits [B,num_labels]."""

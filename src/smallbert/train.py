@@ -29,6 +29,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from mindspore.communication import get_group_size, get_rank, init
 
+from . import cpu_kernels
 from .checkpoint import (FINAL_DIR, find_resume_checkpoint, list_checkpoints, restore_checkpoint, save_checkpoint,
                          verify_checkpoint)
 from .config import BertConfig
@@ -226,10 +227,11 @@ class TrainStep(nn.Cell):
                           loss_scale=float(scale.asnumpy()))
 
     def state_parameters(self) -> list[Parameter]:
-        """Parameters a resume needs besides the net's weights: optimizer state and loss-scale state."""
+        """Parameters a resume needs besides the net's weights: optimizer, loss-scale and dropout-generator state."""
         own = {id(p) for p in self.net_with_loss.get_parameters()}
         skip = {id(p) for p in self.accumulated_grads} if self.accumulation_steps > 1 else set()
-        return [p for p in self.get_parameters() if id(p) not in own and id(p) not in skip]
+        return ([p for p in self.get_parameters() if id(p) not in own and id(p) not in skip]
+                + cpu_kernels.rng_state(self.net_with_loss))
 
 
 def split_batch(batch: Sequence[Tensor], k: int) -> list[tuple[Tensor, ...]]:

@@ -169,7 +169,7 @@ def load_state_dict(model: "BertPreTrainedModel", state: dict[str, np.ndarray], 
 
     `source` names where the arrays came from in errors and warnings. Returns a LoadReport.
     """
-    params = {p.name: p for p in model.get_parameters()}
+    params = {p.name: p for p in model.weights()}
     state = normalise_names(state, set(params))
     report = LoadReport()
     for name, value in state.items():
@@ -236,6 +236,6 @@ def save_pretrained(model: "BertPreTrainedModel", directory: str, vocab_file: st
     vocab_file = vocab_file or model.vocab_file
     with staged_directory(os.fspath(directory)) as staging:
         model.config.to_json_file(os.path.join(staging, CONFIG_NAME))
-        ms.save_checkpoint(model, os.path.join(staging, CKPT_NAME))
+        ms.save_checkpoint(model.weights(), os.path.join(staging, CKPT_NAME))
         if vocab_file:
             shutil.copyfile(vocab_file, os.path.join(staging, VOCAB_NAME))

@@ -50,7 +50,7 @@ def tokenizer_config(model: BertPreTrainedModel, vocab_file: str) -> dict[str, A
 
 def hf_state_dict(model: BertPreTrainedModel) -> dict[str, np.ndarray]:
     """{Hugging Face name: float32 array} of every parameter of `model`."""
-    return {p.name: np.ascontiguousarray(p.asnumpy(), dtype=np.float32) for p in model.get_parameters()}
+    return {p.name: np.ascontiguousarray(p.asnumpy(), dtype=np.float32) for p in model.weights()}
 
 
 def write_json(path: str, values: dict[str, Any]) -> None:
