@@ -3,11 +3,13 @@
 On CPU, MindSpore 2.10's LayerNormGrad takes ~19 ms on a [4096, 256] activation and the erf GELU ~60 ms forward +
 backward on [4096, 1024]: together about a fifth of an L4-H256 pretraining step. `cpu_kernels.cc` does each in one
 pass over memory (~3 and ~6 ms). Its dropout draws masks from a counter-based generator whose only state is a step
-counter per layer, which checkpoints save: resumed runs and repeated seeds are bit-exact (`FusedDropout`). It ships as source and is compiled with the system's C++ compiler (`$CXX`, else
-`g++`) on first use, for this CPU (`-march=native`), into `$SMALLBERT_CACHE_DIR` (default
-`~/.cache/smallbert`). The model falls back to MindSpore's own ops, with a one-line warning, when the device is not
-CPU, no compiler works, or `SMALLBERT_FUSED_KERNELS=0`; both give the same results to float rounding, except
-dropout, whose masks come from a different generator (tests/test_cpu_kernels.py).
+counter per layer, which checkpoints save: resumed runs and repeated seeds are bit-exact (`FusedDropout`).
+
+The C++ ships as source and is compiled with the system's C++ compiler (`$CXX`, else `g++`) on first use, for this
+CPU (`-march=native`), into `$SMALLBERT_CACHE_DIR` (default `~/.cache/smallbert`). The model falls back to
+MindSpore's own ops, with a one-line warning, when the device is not CPU, no compiler works, or
+`SMALLBERT_FUSED_KERNELS=0`; both give the same results to float rounding, except dropout, whose masks come from a
+different generator (tests/test_cpu_kernels.py).
 """
 from __future__ import annotations
 
@@ -201,12 +203,13 @@ class FusedDropout(nn.Cell):
 
 def _rank() -> int:
     """This process's data-parallel rank (0 when not distributed): ranks must not share dropout masks."""
-    try:
-        from mindspore.communication import get_rank
+    import mindspore as ms
 
-        return int(get_rank())
-    except Exception:  # not initialised: a single process
-        return 0
+    if ms.get_auto_parallel_context("parallel_mode") != ms.ParallelMode.DATA_PARALLEL:
+        return 0  # the same test as train._data_parallel_world_size: set by train.init_data_parallel
+    from mindspore.communication import get_rank
+
+    return int(get_rank())
 
 
 def number_sites(model: nn.Cell) -> None:
