@@ -277,7 +277,7 @@ def test_encoding_and_its_cache(toy, tmp_path, monkeypatch):
         + [ids["[PAD]"]] * 2
     assert encoded.input_ids[1].tolist() == [ids["[CLS]"]] + [ids["bad"]] * 6 + [ids["[SEP]"]]
     assert encoded.lengths.tolist() == [6, 8]
-    monkeypatch.setattr("smallbert.finetune.encode_sentences", lambda *a: pytest.fail("cache not used"))
+    monkeypatch.setattr("smallbert.finetune.encode.encode_sentences", lambda *a: pytest.fail("cache not used"))
     cached = encode_split(split, tokenizer, vocab, 8, str(tmp_path / "cache"))
     np.testing.assert_array_equal(cached.input_ids, encoded.input_ids)
     with pytest.raises(pytest.fail.Exception, match="cache not used"):  # another max_length is another key

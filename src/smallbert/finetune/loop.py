@@ -1,4 +1,4 @@
-"""Sentence classification on GLUE SST-2: TSV → token ids → fine-tune / evaluate / predict.
+"""The fine-tuning run: checkpoint resolution, per-seed training, evaluation, prediction and outputs.
 
 `run(FinetuneConfig)` checks every input before anything is compiled, then:
   1. reads GLUE's splits as distributed: train.tsv and dev.tsv (`sentence\\tlabel`), test.tsv (`index\\tsentence`);
@@ -18,7 +18,6 @@ one more compiled graph; `pad_to_max_length` turns bucketing off.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -31,23 +30,21 @@ from mindspore import Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from tqdm import tqdm
 
-from .checkpoint import FINAL_DIR, list_checkpoints
-from .config import BertConfig
-from .errors import SmallBertError
-from .model import BertForSequenceClassification
-from .optim import WarmupPolynomialDecay, build_optimizer
-from .tokenization import FullTokenizer
-from .train import DynamicLossScale, TrainStep
-from .weights import CONFIG_NAME, VOCAB_NAME, find_weights_file
+from ..checkpoint import FINAL_DIR, list_checkpoints
+from ..config import BertConfig
+from ..errors import SmallBertError
+from ..model import BertForSequenceClassification
+from ..optim import WarmupPolynomialDecay, build_optimizer
+from ..tokenization import FullTokenizer
+from ..train import DynamicLossScale, TrainStep
+from ..weights import CONFIG_NAME, VOCAB_NAME, find_weights_file
+from .encode import SPECIAL_TOKENS, Encoded, batch_rows, bucket_lengths, encode_split, make_batch
+from .metrics import classification_metrics
+from .tasks import NUM_LABELS, Split, read_split
 
 logger = logging.getLogger("smallbert")
 
-NUM_LABELS = 2  # SST-2: 0 = negative, 1 = positive
-SPLIT_COLUMNS = {"train": ("sentence", "label"), "dev": ("sentence", "label"), "test": ("index", "sentence")}
-SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]")
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"  # Hugging Face's file; we write it too, for `do_lower_case`
-CACHE_VERSION = 1
-BUCKETS = (16, 32, 64, 128, 256)
 AMP_DTYPES = {"O0": mstype.float32, "O2": mstype.float16}
 
 
@@ -99,194 +96,6 @@ class FinetuneConfig:
             raise SmallBertError(f"--seeds: need one or more distinct integers, got {list(self.seeds)}")
         if self.amp not in AMP_DTYPES:
             raise SmallBertError(f"--amp: {self.amp!r} is not one of {', '.join(AMP_DTYPES)}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reading GLUE's TSVs
-
-
-@dataclasses.dataclass
-class Split:
-    """One SST-2 split as read from its TSV.
-
-    sentences: the raw sentences, N of them.
-    labels: int32 [N] in {0, 1}, or None for test.tsv.
-    index: int64 [N], test.tsv's `index` column (what GLUE's submission format echoes), or None.
-    digest: SHA-1 of the file's bytes (part of the cache key).
-    """
-
-    name: str
-    path: str
-    sentences: list[str]
-    labels: np.ndarray | None
-    index: np.ndarray | None
-    digest: str
-
-
-def read_split(data_dir: str, name: str) -> Split:
-    """Reads and checks `data_dir/<name>.tsv` ("train", "dev" or "test") in GLUE's SST-2 format.
-
-    The header names the columns (train/dev: `sentence`, `label`; test: `index`, `sentence`); fields are split on
-    tabs only (GLUE's files have no quoting). Blank lines are skipped. Raises SmallBertError naming the file and
-    line for a missing file, a bad header, a row with the wrong number of fields, a label outside {0, 1}, a
-    non-integer index or a file without rows.
-    """
-    path = os.path.join(data_dir, f"{name}.tsv")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise SmallBertError(f"{path}: SST-2 {name} split not found (--data_dir must hold GLUE's "
-                             f"{name}.tsv)") from None
-    except OSError as err:
-        raise SmallBertError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise SmallBertError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
-    # split("\n") rather than splitlines(): sentences may hold \x0b, \x1c or U+2028, which are not row ends.
-    lines = [line.rstrip("\r") for line in text.split("\n")]
-    header = lines[0].split("\t") if lines else []
-    required = SPLIT_COLUMNS[name]
-    if any(column not in header for column in required):
-        raise SmallBertError(f"{path}:1: header must name the columns {' and '.join(required)} "
-                             f"(tab-separated), got {lines[0][:80]!r}")
-    column = {c: header.index(c) for c in required}
-    sentences, values = [], []
-    for lineno, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != len(header):
-            raise SmallBertError(f"{path}:{lineno}: malformed row: expected {len(header)} tab-separated fields "
-                                 f"({', '.join(header)}), got {len(fields)}")
-        sentences.append(fields[column["sentence"]])
-        key = "label" if "label" in column else "index"
-        value = fields[column[key]].strip()
-        if key == "label" and value not in ("0", "1"):
-            raise SmallBertError(f"{path}:{lineno}: label {value!r} is not 0 or 1")
-        if key == "index" and not value.isdigit():
-            raise SmallBertError(f"{path}:{lineno}: index {value!r} is not a non-negative integer")
-        values.append(int(value))
-    if not sentences:
-        raise SmallBertError(f"{path}: no examples after the header")
-    is_test = "index" in column
-    return Split(name=name, path=path, sentences=sentences,
-                 labels=None if is_test else np.asarray(values, np.int32),
-                 index=np.asarray(values, np.int64) if is_test else None,
-                 digest=hashlib.sha1(raw).hexdigest())
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Tokenizing, with a cache
-
-
-@dataclasses.dataclass
-class Encoded:
-    """A split's token ids: input_ids int32 [N, max_length] (`[CLS] tokens [SEP]`, then [PAD]); lengths int32 [N]."""
-
-    input_ids: np.ndarray
-    lengths: np.ndarray
-
-
-def file_digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha1(f.read()).hexdigest()
-
-
-def encode_sentences(sentences: list[str], tokenizer: FullTokenizer, max_length: int) -> Encoded:
-    """Tokenizes `sentences` (in one call into Rust) into `[CLS] tokens [SEP]`, truncated to `max_length`."""
-    cls_id, sep_id, pad_id = (tokenizer.vocab[t] for t in SPECIAL_TOKENS)
-    input_ids = np.full((len(sentences), max_length), pad_id, np.int32)
-    lengths = np.empty(len(sentences), np.int32)
-    for row, ids in enumerate(tokenizer.encode_batch(sentences)):
-        ids = [cls_id] + ids[:max_length - 2] + [sep_id]
-        input_ids[row, :len(ids)] = ids
-        lengths[row] = len(ids)
-    return Encoded(input_ids, lengths)
-
-
-def encode_split(split: Split, tokenizer: FullTokenizer, vocab_file: str, max_length: int,
-                 cache_dir: str | None) -> Encoded:
-    """`encode_sentences` for a split, reusing `cache_dir/<name>-<key>.npz` when one matches.
-
-    The key hashes the TSV's bytes, the vocab's bytes, do_lower_case and max_length, so any change re-encodes.
-    A cache that cannot be written (read-only data directory) only costs a warning.
-    """
-    key_text = f"{CACHE_VERSION}|{split.digest}|{file_digest(vocab_file)}|{tokenizer.do_lower_case}|{max_length}"
-    path = os.path.join(cache_dir, f"{split.name}-{hashlib.sha1(key_text.encode()).hexdigest()[:16]}.npz") \
-        if cache_dir else None
-    if path and os.path.isfile(path):
-        with np.load(path) as cached:
-            encoded = Encoded(cached["input_ids"], cached["lengths"])
-        if len(encoded.lengths) == len(split.sentences):
-            logger.info("%s: %d examples from cache %s", split.path, len(encoded.lengths), path)
-            return encoded
-    encoded = encode_sentences(split.sentences, tokenizer, max_length)
-    truncated = int(np.sum(encoded.lengths == max_length))
-    logger.info("%s: %d examples encoded, %d reach --max_length %d", split.path, len(encoded.lengths), truncated,
-                max_length)
-    if path:
-        try:
-            os.makedirs(cache_dir, exist_ok=True)
-            tmp = f"{path}.tmp-{os.getpid()}.npz"
-            np.savez(tmp, input_ids=encoded.input_ids, lengths=encoded.lengths)
-            os.replace(tmp, path)
-        except OSError as err:
-            logger.warning("%s: cannot write the encoding cache (%s); continuing without it", cache_dir,
-                           err.strerror)
-    return encoded
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Batches
-
-
-def bucket_lengths(max_length: int, pad_to_max_length: bool) -> tuple[int, ...]:
-    """The padded sequence lengths batches may take: 16, 32, ... below max_length, then max_length itself."""
-    if pad_to_max_length:
-        return (max_length,)
-    return tuple(b for b in BUCKETS if b < max_length) + (max_length,)
-
-
-def batch_rows(lengths: np.ndarray, batch_size: int, buckets: tuple[int, ...],
-               rng: np.random.Generator | None = None) -> list[np.ndarray]:
-    """Groups row numbers into batches whose rows share a bucket.
-
-    Evaluation (rng None): rows in order within each bucket; the last batch of a bucket may be short.
-    Training (rng given): rows shuffled within buckets; full batches from each bucket, then the buckets' leftovers
-    pooled into full batches (padded to their longest row); fewer than `batch_size` rows are left out, different
-    ones each epoch. That makes exactly len(lengths) // batch_size batches, in random order.
-    """
-    bucket_of = np.searchsorted(np.asarray(buckets), lengths)
-    batches, leftovers = [], []
-    for b in range(len(buckets)):
-        rows = np.flatnonzero(bucket_of == b)
-        if rng is not None:
-            rows = rng.permutation(rows)
-        full = len(rows) - len(rows) % batch_size if rng is not None else len(rows)
-        batches += [rows[i:i + batch_size] for i in range(0, full, batch_size)]
-        leftovers.append(rows[full:])
-    if rng is not None:
-        pooled = np.concatenate(leftovers)
-        batches += [pooled[i:i + batch_size] for i in range(0, len(pooled) - batch_size + 1, batch_size)]
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
-
-
-def make_batch(encoded: Encoded, rows: np.ndarray, buckets: tuple[int, ...], batch_size: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """input_ids, token_type_ids, attention_mask, each int32 [batch_size, S] for `rows`.
-
-    S is the smallest bucket holding the longest row. A short batch is filled up to `batch_size` by repeating its
-    first row, so every batch of a bucket has one shape (one compiled graph); callers drop the extra outputs.
-    """
-    seq_length = buckets[int(np.searchsorted(np.asarray(buckets), encoded.lengths[rows].max()))]
-    if len(rows) < batch_size:
-        rows = np.concatenate([rows, np.full(batch_size - len(rows), rows[0])])
-    input_ids = encoded.input_ids[rows, :seq_length]
-    attention_mask = (np.arange(seq_length)[None, :] < encoded.lengths[rows][:, None]).astype(np.int32)
-    return input_ids, np.zeros_like(input_ids), attention_mask
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -406,14 +215,6 @@ def predict_logits(forward, encoded: Encoded, batch_size: int, buckets: tuple[in
         logits[rows] = forward(*(Tensor(x) for x in batch)).asnumpy()[:len(rows)]
     return logits
 
-
-def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of logits [N, 2] against labels [N] (float64 on the host)."""
-    logits = logits.astype(np.float64)
-    top = logits.max(axis=1, keepdims=True)
-    log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-    loss = float(np.mean(log_z - logits[np.arange(len(labels)), labels]))
-    return {"accuracy": float(np.mean(logits.argmax(axis=1) == labels)), "loss": loss}
 
 
 # ---------------------------------------------------------------------------------------------------------------
