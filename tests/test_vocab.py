@@ -160,3 +160,96 @@ def test_cli_errors(corpus, tmp_path, capsys):
     assert tool.main(["--input_file", corpus, "--output", out, "--vocab_size", "300"]) == 0
     printed = capsys.readouterr().out
     assert "300 tokens" in printed and "UNK rate" in printed and "WordPieces per word" in printed
+
+
+# ---- the vocab adapter, on the real MiniLM checkpoint ----
+
+NEW_TOKENS = ["moviegoer", "##zzq", "[DOMAIN]"]  # spelled by old pieces; spelled as a continuation; random
+
+
+@pytest.fixture(scope="module")
+def minilm_with_heads(minilm_dir, tmp_path_factory):
+    """MiniLM as BertForPreTraining with its (fresh) heads and a non-zero MLM bias saved as a checkpoint, plus an
+    extended, reordered and trimmed vocab: (checkpoint dir, old tokens, new vocab file, new tokens, model)."""
+    import os
+
+    import numpy as np
+
+    from smallbert.model import BertForPreTraining
+    from smallbert.weights import assign
+
+    root = tmp_path_factory.mktemp("minilm")
+    old_vocab = os.path.join(minilm_dir, "vocab.txt")
+    model = BertForPreTraining.from_pretrained(minilm_dir)
+    assign(model.cls.predictions.bias, np.random.default_rng(0).normal(0, 1, model.config.vocab_size))
+    model.save_pretrained(str(root / "ckpt"), vocab_file=old_vocab)
+    old = read_vocab_tokens(old_vocab)
+    dropped = {"[unused5]", "[unused6]", "zebra", "##ness"}
+    kept = [t for t in old if t not in dropped]
+    rng = random.Random(0)
+    tail = kept[2000:]
+    rng.shuffle(tail)
+    new = kept[:2000] + NEW_TOKENS[:2] + tail + NEW_TOKENS[2:]
+    (root / "new_vocab.txt").write_text("\n".join(new) + "\n", encoding="utf-8")
+    return str(root / "ckpt"), old, str(root / "new_vocab.txt"), new, model
+
+
+def test_adapter_keeps_rows_and_logits(minilm_with_heads):
+    import numpy as np
+
+    import mindspore as ms
+
+    from smallbert.model import BertForPreTraining
+    from smallbert.vocab_adapter import config_for_vocab, load_weights_for_vocab
+
+    checkpoint, old, new_vocab, new, original = minilm_with_heads
+    config = config_for_vocab(original.config, checkpoint, new_vocab)
+    assert config.vocab_size == len(new) == len(old) - 4 + 3 and original.config.vocab_size == len(old)
+    model = BertForPreTraining(config)
+    report, change = load_weights_for_vocab(model, checkpoint, new_vocab, seed=0)
+    assert not report.missing and (change.kept, change.spelled, change.random, change.dropped) == (len(old) - 4, 2, 1, 4)
+
+    old_emb = original.bert.embeddings.word_embeddings.weight.asnumpy()
+    old_bias = original.cls.predictions.bias.asnumpy()
+    emb = model.bert.embeddings.word_embeddings.weight.asnumpy()
+    bias = model.cls.predictions.bias.asnumpy()
+    old_id, new_id = {t: i for i, t in enumerate(old)}, {t: i for i, t in enumerate(new)}
+    shared = [t for t in new if t in old_id]
+    assert np.array_equal(emb[[new_id[t] for t in shared]], old_emb[[old_id[t] for t in shared]])
+    assert np.array_equal(bias[[new_id[t] for t in shared]], old_bias[[old_id[t] for t in shared]])
+    pieces = FullTokenizer(checkpoint + "/vocab.txt").tokenize("moviegoer")  # Google's spelling, old vocab
+    for token, pieces in (("moviegoer", pieces),):
+        assert len(pieces) > 1
+        ids = [old_id[p] for p in pieces]
+        assert np.array_equal(emb[new_id[token]], old_emb[ids].mean(axis=0))
+        assert np.array_equal(bias[new_id[token]], old_bias[ids].mean(axis=0))
+    random_row = emb[new_id["[DOMAIN]"]]
+    assert bias[new_id["[DOMAIN]"]] == 0 and 0.01 < random_row.std() < 0.03 and abs(random_row.mean()) < 0.01
+
+    # A text without the new words: the same hidden states and, token for token, the same MLM and NSP logits.
+    tokens = ["[CLS]", "the", "movie", "was", "great", "[SEP]", "a", "fine", "film", "[SEP]"]
+    inputs = [np.array([[old_id[t] for t in tokens]], np.int32), np.array([[new_id[t] for t in tokens]], np.int32)]
+    types = ms.Tensor(np.array([[0] * 6 + [1] * 4], np.int32))
+    mask = ms.Tensor(np.ones((1, 10), np.int32))
+    positions = ms.Tensor(np.arange(10, dtype=np.int32).reshape(1, 10))
+    model.set_train(False)
+    original.set_train(False)
+    old_mlm, old_nsp = (x.asnumpy() for x in original(ms.Tensor(inputs[0]), types, mask, positions))
+    new_mlm, new_nsp = (x.asnumpy() for x in model(ms.Tensor(inputs[1]), types, mask, positions))
+    np.testing.assert_allclose(new_mlm[..., [new_id[t] for t in shared]], old_mlm[..., [old_id[t] for t in shared]],
+                               rtol=0, atol=2e-5)
+    np.testing.assert_array_equal(new_nsp, old_nsp)
+
+
+def test_adapter_no_change_and_bad_vocab(minilm_with_heads, minilm_dir, tmp_path):
+    import os
+
+    from smallbert.vocab_adapter import config_for_vocab, vocab_change
+
+    checkpoint, _, _, _, original = minilm_with_heads
+    same = os.path.join(minilm_dir, "vocab.txt")
+    assert vocab_change(checkpoint, same) is None and vocab_change(checkpoint, None) is None
+    assert config_for_vocab(original.config, checkpoint, same) is original.config
+    (tmp_path / "bad.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n", encoding="utf-8")
+    with pytest.raises(SmallBertError, match=r"bad.txt: vocab lacks \[MASK\]"):
+        config_for_vocab(original.config, checkpoint, str(tmp_path / "bad.txt"))
