@@ -37,7 +37,8 @@ from .data.records import list_shards, pretraining_dataset, read_metadata, valid
 from .errors import SmallBertError
 from .model import BertForPreTraining
 from .optim import WarmupPolynomialDecay, build_optimizer
-from .weights import find_weights_file, load_weights
+from .vocab_adapter import config_for_vocab, load_weights_for_vocab
+from .weights import find_weights_file
 
 logger = logging.getLogger("smallbert")
 
@@ -484,6 +485,8 @@ def check_pretrain_inputs(cfg: PretrainConfig, world_size: int = 1) -> _Inputs:
     if cfg.vocab_file and not os.path.isfile(cfg.vocab_file):
         raise SmallBertError(f"--vocab_file: {cfg.vocab_file}: no such file")
     bert_config = BertConfig.from_json_file(cfg.bert_config_file)
+    if cfg.vocab_file:  # a vocab other than the checkpoint's: its rows are adapted, vocab_size follows it
+        bert_config = config_for_vocab(bert_config, cfg.init_checkpoint, cfg.vocab_file)
     train = _Shards(cfg.data_dir, bert_config, "--data_dir")
     if train.batches_per_epoch(cfg.train_batch_size, world_size) == 0:
         raise SmallBertError(f"--data_dir: {cfg.data_dir}: fewer instances than one batch of "
@@ -574,7 +577,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     compute_dtype = mstype.float32 if cfg.amp == "O0" else AMP_DTYPES[cfg.amp_dtype]
     model = BertForPreTraining(inputs.bert_config, compute_dtype)
     if cfg.init_checkpoint and inputs.resume_path is None:
-        load_weights(model, cfg.init_checkpoint)  # logs which weights (e.g. the heads) were freshly initialised
+        # Logs which weights (e.g. the heads) were freshly initialised, and the rows a vocab change adapted.
+        load_weights_for_vocab(model, cfg.init_checkpoint, cfg.vocab_file, seed=cfg.seed)
     net = BertPreTrainingWithLoss(model)
     model.set_train(True)
     batches_per_epoch = inputs.train.batches_per_epoch(cfg.train_batch_size, world_size)
