@@ -41,7 +41,8 @@ import numpy as np
 from smallbert.data.extract import Document, expand_inputs, is_wiki_dump, read_documents
 from smallbert.data.instances import (WORD_CONTINUATION, InstanceConfig, TokenIds, create_training_instances,
                                       pack_instances)
-from smallbert.data.records import METADATA_FORMAT, metadata_name, summarize, write_mindrecord
+from smallbert.data.records import (METADATA_FORMAT, file_facts, metadata_name, sha256_file, summarize,
+                                    write_mindrecord)
 from smallbert.errors import SmallBertError
 from smallbert.tokenization import CJK_RANGES, FullTokenizer
 
@@ -158,16 +159,20 @@ class _Worker:
         return encoded
 
 
-def _publish(config: PipelineConfig, chunk_index: int, arrays: dict[str, np.ndarray]) -> str:
-    """Writes a chunk's shard under the temporary directory, then renames it into the output."""
+def _publish(config: PipelineConfig, chunk_index: int, arrays: dict[str, np.ndarray]) -> tuple[str, dict]:
+    """Writes a chunk's shard under the temporary directory, then renames it into the output.
+
+    Returns (its name, `file_facts` of the shard and its index by file name), for the metadata.
+    """
     name = shard_name(chunk_index)
     work_dir = os.path.join(_tmp_dir(config), name)
     os.makedirs(work_dir, exist_ok=True)
     write_mindrecord(os.path.join(work_dir, name), arrays)
+    facts = {name + suffix: file_facts(os.path.join(work_dir, name + suffix)) for suffix in ("", ".db")}
     for suffix in (".db", ""):  # both complete: publish them, the shard itself last
         os.replace(os.path.join(work_dir, name + suffix), os.path.join(config.output_dir, name + suffix))
     os.rmdir(work_dir)
-    return name
+    return name, facts
 
 
 def _instance_counts(arrays: dict[str, np.ndarray], mask_id: int) -> dict[str, int]:
@@ -319,13 +324,15 @@ def create_pretraining_data(config: PipelineConfig) -> dict[str, Any]:
     try:
         if config.extract_only:
             return {"corpus": _extract_only(config, chunks, progress), "input_counts": dict(reading)}
-        shards, rows = [], []
+        shards, rows, checks = [], [], {}
         for index, num_documents, (arrays, chunk_counts) in _bounded_map(config, chunks):
             counts.update(chunk_counts)
             counts["chunks"] += 1
             if arrays is not None:
-                shards.append(_publish(config, index, arrays))
+                name, facts = _publish(config, index, arrays)
+                shards.append(name)
                 rows.append(len(arrays["input_ids"]))
+                checks.update(facts)
             progress.update(num_documents, counts["instances"])
     finally:
         progress.close()
@@ -333,17 +340,13 @@ def create_pretraining_data(config: PipelineConfig) -> dict[str, Any]:
     if not counts["instances"]:
         raise SmallBertError(f"--input_file: no instances could be made from {len(files)} file(s) "
                              f"({counts['documents']} non-empty documents)")
-    metadata = _metadata(config, files, tokenizer, shards, rows, counts, reading)
+    metadata = _metadata(config, files, tokenizer, shards, rows, checks, counts, reading)
     _write_json(os.path.join(config.output_dir, metadata_name(config.num_shards, config.shard_index)), metadata)
     return metadata
 
 
 def _metadata(config: PipelineConfig, files: list[str], tokenizer: FullTokenizer, shards: list[str],
-              rows: list[int], counts: Counter, reading: Counter) -> dict[str, Any]:
-    import hashlib
-
-    with open(config.vocab_file, "rb") as f:
-        vocab_sha256 = hashlib.sha256(f.read()).hexdigest()
+              rows: list[int], checks: dict[str, dict], counts: Counter, reading: Counter) -> dict[str, Any]:
     vocab = tokenizer.vocab
     metadata: dict[str, Any] = {
         "format": METADATA_FORMAT,
@@ -353,11 +356,11 @@ def _metadata(config: PipelineConfig, files: list[str], tokenizer: FullTokenizer
         "chinese_whole_word_mask": config.chinese_whole_word_mask,
         "num_shards": config.num_shards, "shard_index": config.shard_index,
         "input_files": [os.path.abspath(f) for f in files],
-        "vocab_file": os.path.abspath(config.vocab_file), "vocab_sha256": vocab_sha256,
+        "vocab_file": os.path.abspath(config.vocab_file), "vocab_sha256": sha256_file(config.vocab_file),
         "vocab_size": len(vocab), "max_token_id": max(vocab.values()),
         "special_token_ids": {t: vocab[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in vocab},
         "input_counts": dict(sorted(reading.items())),
-        "files": shards, "rows_per_file": rows, "counts": dict(sorted(counts.items())),
+        "files": shards, "rows_per_file": rows, "file_checks": checks, "counts": dict(sorted(counts.items())),
         "statistics": summarize(counts),
     }
     if config.instances.dynamic_masking and config.instances.do_whole_word_mask:
