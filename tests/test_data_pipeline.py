@@ -485,3 +485,52 @@ def test_corrupt_row_stops_with_the_shard_named(tmp_path, static_run):
     with pytest.raises(SmallBertError, match=rf"^{files[1]}: row 5 holds input_ids 40000 \(outside \[0, 30521\]\)"):
         for _ in checked_batches(files, 8, vocab_size=30522, seed=3, metadata=metadata):
             pass
+
+
+def test_ctrl_c_removes_partial_output(tmp_path, vocab_file):
+    """SIGINT to the tool's process group (as a terminal's Ctrl-C): one line, exit 130, nothing left behind."""
+    import signal
+    import time
+
+    with open(vocab_file, encoding="utf-8") as f:
+        words = [w for w in f.read().split("\n")[2000:5000] if w.isalpha()]
+    corpus = write_corpus(str(tmp_path / "big.txt"), 3000, words, seed=1)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "create_pretraining_data.py"),
+                             "--input_file", corpus, "--output_dir", str(out), "--vocab_file", vocab_file,
+                             "--max_seq_length", "32", "--max_predictions_per_seq", "4", "--dupe_factor", "1",
+                             "--documents_per_chunk", "30", "--processes", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not (out.is_dir() and any(n.startswith("part-") for n in os.listdir(out))):
+        assert proc.poll() is None and time.time() < deadline, "no shard was written"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].split("\r")[-1] == f"interrupted: removed the partial output in {out}"
+    assert not out.exists()  # this run made it: nothing of it is left
+
+
+def test_overwrite_replaces_an_earlier_run(tmp_path, static_run, corpus, vocab_file):
+    out = tmp_path / "out"
+    shutil.copytree(static_run[0], out)
+    (out / ".incomplete-00000").mkdir()  # as an older, killed run leaves it
+    with pytest.raises(SmallBertError, match=r"not empty \(found \.incomplete-00000\); use a new directory, "
+                                             r"or --overwrite to replace that run's output"):
+        create_pretraining_data(make_config(corpus, out, vocab_file))
+    config = make_config(corpus, out, vocab_file, documents_per_chunk=240)
+    metadata = create_pretraining_data(dataclasses.replace(config, overwrite=True))
+    assert sorted(os.listdir(out)) == ["metadata.json", "part-000000.mindrecord", "part-000000.mindrecord.db"]
+    assert metadata["files"] == ["part-000000.mindrecord"]
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SmallBertError, match=r"not empty \(found notes.txt\); use a new directory$"):
+        create_pretraining_data(dataclasses.replace(config, overwrite=True))
+
+
+def test_failed_run_leaves_no_empty_directory(tmp_path, vocab_file):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(SmallBertError, match="no instances"):
+        create_pretraining_data(make_config(str(tmp_path / "empty.txt"), tmp_path / "new" / "out", vocab_file))
+    assert not (tmp_path / "new" / "out").exists()

@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     io.add_argument("--input_file", required=True, action="append",
                     help="dump (.xml, .xml.bz2) or text files; comma-separated, globs, repeatable")
     io.add_argument("--output_dir", required=True, help="new (or empty) directory for the shards")
+    io.add_argument("--overwrite", action="store_true",
+                    help="replace an earlier run's shards and metadata in --output_dir (of this --shard_index); "
+                         "other files there are still refused")
     io.add_argument("--vocab_file", required=True, help="BERT vocab.txt (must hold [UNK] [CLS] [SEP] [MASK])")
     io.add_argument("--do_lower_case", default=True, **flag,
                     help="lower-case and strip accents: true for uncased vocabs (default true; "
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         do_lower_case=args.do_lower_case, random_seed=args.random_seed, processes=args.processes,
         documents_per_chunk=args.documents_per_chunk, num_shards=args.num_shards, shard_index=args.shard_index,
         language=args.language, extract_only=args.extract_only, chinese_whole_word_mask=args.chinese_whole_word_mask,
+        overwrite=args.overwrite,
         instances=InstanceConfig(max_seq_length=args.max_seq_length,
                                  max_predictions_per_seq=args.max_predictions_per_seq,
                                  masked_lm_prob=args.masked_lm_prob, short_seq_prob=args.short_seq_prob,

@@ -29,9 +29,9 @@ import os
 import random
 import re
 import shutil
+import signal
 import time
 from collections import Counter, deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, Iterable, Iterator
@@ -43,7 +43,7 @@ from smallbert.data.instances import (WORD_CONTINUATION, InstanceConfig, TokenId
                                       pack_instances)
 from smallbert.data.records import (METADATA_FORMAT, file_facts, metadata_name, sha256_file, summarize,
                                     write_mindrecord)
-from smallbert.errors import SmallBertError
+from smallbert.errors import SmallBertError, output_directory
 from smallbert.tokenization import CJK_RANGES, FullTokenizer
 
 # A chunk's instances (and their memory) grow with its text times --dupe_factor: chunks hold at
@@ -69,6 +69,7 @@ class PipelineConfig:
     language: str = "en"
     chinese_whole_word_mask: bool = False  # group Chinese characters into words (rjieba) for masking
     extract_only: bool = False
+    overwrite: bool = False  # replace an earlier run's output (of this --shard_index) in output_dir
 
 
 def chunk_documents(documents: Iterable[Document], documents_per_chunk: int,
@@ -188,6 +189,7 @@ def _instance_counts(arrays: dict[str, np.ndarray], mask_id: int) -> dict[str, i
 
 
 _WORKER: _Worker | None = None
+_SHARD_FILE = re.compile(r"part-(\d{6})\.mindrecord(\.db)?")
 
 
 def _init_worker(config: PipelineConfig) -> None:
@@ -204,22 +206,49 @@ def _tmp_dir(config: PipelineConfig) -> str:
     return os.path.join(config.output_dir, f".incomplete-{config.shard_index:05d}")
 
 
+def _corpus_name(config: PipelineConfig) -> str:
+    """The text file an `extract_only` run writes."""
+    if config.num_shards == 1:
+        return "corpus.txt"
+    return f"corpus-{config.shard_index:05d}-of-{config.num_shards:05d}.txt"
+
+
+def _is_ours(config: PipelineConfig, name: str) -> bool:
+    """Whether `name` in the output dir is (or is a temporary of) what this run, or an earlier one of the same
+    --shard_index, writes."""
+    shard = _SHARD_FILE.fullmatch(name)
+    return (name.removesuffix(".tmp") in (metadata_name(config.num_shards, config.shard_index), _corpus_name(config))
+            or name == os.path.basename(_tmp_dir(config))
+            or (shard is not None and int(shard[1]) % config.num_shards == config.shard_index))
+
+
 def _check_output_dir(config: PipelineConfig) -> None:
-    """The output dir must be empty, except for other shards' files when the work is split."""
+    """The output dir must be empty, except for other shards' files when the work is split, and for an earlier
+    run's output with `overwrite`."""
     out = config.output_dir
     if os.path.exists(out) and not os.path.isdir(out):
         raise SmallBertError(f"--output_dir={out}: exists and is not a directory")
     if not os.path.isdir(out):
         return
     for name in sorted(os.listdir(out)):
+        ours = _is_ours(config, name)
+        if ours and config.overwrite:
+            continue
+        hint = "; use a new directory" + (", or --overwrite to replace that run's output" if ours else "")
         if config.num_shards == 1:
-            raise SmallBertError(f"--output_dir={out}: not empty (found {name}); use a new directory")
-        ours = (name == metadata_name(config.num_shards, config.shard_index)
-                or name == os.path.basename(_tmp_dir(config))
-                or (name.startswith("part-") and int(name[5:11]) % config.num_shards == config.shard_index))
+            raise SmallBertError(f"--output_dir={out}: not empty (found {name}){hint}")
         if ours:
             raise SmallBertError(f"--output_dir={out}: already holds {name} of --shard_index "
-                                 f"{config.shard_index}; use a new directory")
+                                 f"{config.shard_index}{hint}")
+
+
+def _remove_ours(config: PipelineConfig) -> None:
+    """Deletes what `_is_ours` in the output dir: an earlier run's output (`overwrite`), or an interrupted
+    run's partial output."""
+    for name in os.listdir(config.output_dir):
+        if _is_ours(config, name):
+            path = os.path.join(config.output_dir, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
 def _validate(config: PipelineConfig) -> tuple[list[str], FullTokenizer]:
@@ -245,23 +274,31 @@ def _validate(config: PipelineConfig) -> tuple[list[str], FullTokenizer]:
 
 def _bounded_map(config: PipelineConfig, chunks: Iterator[tuple[int, list[Document]]]):
     """Yields (chunk index, documents, `_Worker.process` result) in chunk order, with at most
-    processes + 1 chunks in flight (the results wait for the writer in this process)."""
+    processes + 1 chunks in flight (the results wait for the writer in this process).
+
+    The workers start with SIGINT ignored (inherited), so Ctrl-C interrupts this process alone, which
+    terminates them when the generator is closed or fails, without waiting for their chunks.
+    """
     if config.processes == 1:
         worker = _Worker(config)
         for index, documents in chunks:
             yield index, len(documents), worker.process(index, documents)
         return
-    with ProcessPoolExecutor(config.processes, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(config,)) as pool:
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        pool = get_context("spawn").Pool(config.processes, initializer=_init_worker, initargs=(config,))
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    with pool:  # leaving it terminates the workers
         pending: deque = deque()
         for index, documents in chunks:
-            pending.append((index, len(documents), pool.submit(_process_in_worker, index, documents)))
+            pending.append((index, len(documents), pool.apply_async(_process_in_worker, (index, documents))))
             if len(pending) > config.processes:
-                index, size, future = pending.popleft()
-                yield index, size, future.result()
+                index, size, result = pending.popleft()
+                yield index, size, result.get()
         while pending:
-            index, size, future = pending.popleft()
-            yield index, size, future.result()
+            index, size, result = pending.popleft()
+            yield index, size, result.get()
 
 
 class _Progress:
@@ -298,8 +335,7 @@ def _write_json(path: str, payload: dict) -> None:
 
 def _extract_only(config: PipelineConfig, chunks: Iterator[tuple[int, list[Document]]], progress: _Progress) -> str:
     """Writes the documents in Google's text format; returns the file written."""
-    name = "corpus.txt" if config.num_shards == 1 else f"corpus-{config.shard_index:05d}-of-{config.num_shards:05d}.txt"
-    path = os.path.join(config.output_dir, name)
+    path = os.path.join(config.output_dir, _corpus_name(config))
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         for _, documents in chunks:
             for document in documents:
@@ -311,9 +347,22 @@ def _extract_only(config: PipelineConfig, chunks: Iterator[tuple[int, list[Docum
 
 def create_pretraining_data(config: PipelineConfig) -> dict[str, Any]:
     """Runs the pipeline; returns the metadata written beside the shards (or, with
-    `extract_only`, {"corpus": path, "counts": ...})."""
+    `extract_only`, {"corpus": path, "counts": ...}).
+
+    Everything is checked before anything is written. A failed or interrupted run removes its partial output
+    (and the output dir, if it made it and it is left empty); Ctrl-C then raises KeyboardInterrupt saying so.
+    """
     files, tokenizer = _validate(config)
-    os.makedirs(config.output_dir, exist_ok=True)
+    if config.overwrite and os.path.isdir(config.output_dir):
+        _remove_ours(config)
+    with output_directory(config.output_dir, clean=lambda: _remove_ours(config)):
+        try:
+            return _run(config, files, tokenizer)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"removed the partial output in {config.output_dir}") from None
+
+
+def _run(config: PipelineConfig, files: list[str], tokenizer: FullTokenizer) -> dict[str, Any]:
     reading: Counter = Counter()  # the same for every --shard_index: all read the whole input
     counts: Counter = Counter()  # of this run's chunks
     documents = read_documents(files, reading, config.language, config.processes)
@@ -321,11 +370,12 @@ def create_pretraining_data(config: PipelineConfig) -> dict[str, Any]:
     chunks = ((i, c) for i, c in enumerate(chunk_documents(documents, config.documents_per_chunk, max_chars))
               if i % config.num_shards == config.shard_index)
     progress = _Progress(config, files, reading)
+    results = _bounded_map(config, chunks)
     try:
         if config.extract_only:
             return {"corpus": _extract_only(config, chunks, progress), "input_counts": dict(reading)}
         shards, rows, checks = [], [], {}
-        for index, num_documents, (arrays, chunk_counts) in _bounded_map(config, chunks):
+        for index, num_documents, (arrays, chunk_counts) in results:
             counts.update(chunk_counts)
             counts["chunks"] += 1
             if arrays is not None:
@@ -335,6 +385,8 @@ def create_pretraining_data(config: PipelineConfig) -> dict[str, Any]:
                 checks.update(facts)
             progress.update(num_documents, counts["instances"])
     finally:
+        results.close()  # ends the workers, then wikiextractor, now rather than when the traceback is freed
+        documents.close()
         progress.close()
     shutil.rmtree(_tmp_dir(config), ignore_errors=True)
     if not counts["instances"]:
