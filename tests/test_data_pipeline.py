@@ -401,7 +401,7 @@ def pretrain_cli(tmp_path, static_run, vocab_file, monkeypatch, capsys):
             code = "built"
         return code, capsys.readouterr().err.strip()
 
-    run.data = data
+    run.data, run.output_dir = data, tmp_path / "run"
     return run
 
 
@@ -455,7 +455,14 @@ def corrupt(data, kind: str) -> str:
 def test_corrupt_shards_stop_before_any_step(pretrain_cli, kind):
     name = corrupt(pretrain_cli.data, kind)
     code, err = pretrain_cli()
-    assert code == 2 and err.startswith(f"error: {name}: "), err
+    assert code == 2 and err.startswith(f"error: {name}: ") and "\n" not in err, err
+    assert not pretrain_cli.output_dir.exists()
+
+
+def test_wrong_config_init_checkpoint_leaves_no_output_dir(pretrain_cli, minilm_dir):
+    code, err = pretrain_cli("--init_checkpoint", minilm_dir)  # H384, the config is H32
+    assert code == 2 and "has shape" in err and "config needs" in err, err
+    assert not pretrain_cli.output_dir.exists()
 
 
 def test_fast_verify_and_old_metadata(pretrain_cli, caplog):

@@ -35,7 +35,7 @@ from .checkpoint import (FINAL_DIR, find_resume_checkpoint, list_checkpoints, re
 from .config import BertConfig
 from .data.records import (check_vocab, checked_batches, list_shards, pretraining_dataset, read_metadata,
                            validate_for_model, verify_shards, verify_tfrecords)
-from .errors import SmallBertError
+from .errors import SmallBertError, output_directory
 from .model import BertForPreTraining
 from .optim import WarmupPolynomialDecay, build_optimizer
 from .weights import find_weights_file, load_weights
@@ -575,8 +575,12 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     ms.set_seed(cfg.seed)
     rank, world_size = init_data_parallel()
     inputs = check_pretrain_inputs(cfg, world_size)
-    os.makedirs(cfg.output_dir, exist_ok=True)
+    with output_directory(cfg.output_dir):  # removed again if this run made it and fails before writing to it
+        return _pretrain(cfg, inputs, rank, world_size)
 
+
+def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) -> dict[str, Any]:
+    """`pretrain` after its checks, in an existing `cfg.output_dir`."""
     compute_dtype = mstype.float32 if cfg.amp == "O0" else AMP_DTYPES[cfg.amp_dtype]
     model = BertForPreTraining(inputs.bert_config, compute_dtype)
     if cfg.init_checkpoint and inputs.resume_path is None:
