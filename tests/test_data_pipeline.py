@@ -254,13 +254,27 @@ def test_wikipedia_dump(tmp_path, vocab_file):
         create_pretraining_data(make_config(str(tmp_path / "latin1.xml"), tmp_path / "bad", vocab_file))
 
 
-def test_bad_inputs(tmp_path, vocab_file, corpus):
+def test_bad_inputs(tmp_path, vocab_file, corpus, caplog):
     (tmp_path / "bad.txt").write_bytes("First sentence here.\nBroken \xff\xfe bytes.\n\n".encode("latin-1")
                                        + ("Lonely " + "x" * 10_000 + " sentence.\n").encode())
     (tmp_path / "empty.txt").write_bytes(b"")
-    metadata = create_pretraining_data(PipelineConfig(
+    config = PipelineConfig(
         input_files=(str(tmp_path / "bad.txt"), str(tmp_path / "empty.txt")), output_dir=str(tmp_path / "out"),
-        vocab_file=vocab_file, instances=InstanceConfig(max_seq_length=16, max_predictions_per_seq=2)))
+        vocab_file=vocab_file, instances=InstanceConfig(max_seq_length=16, max_predictions_per_seq=2))
+    with caplog.at_level(logging.WARNING, logger="smallbert"):
+        metadata = create_pretraining_data(config)
+    assert caplog.messages == [f"1 input line(s) were not valid utf-8; their bad bytes were dropped (first: "
+                               f"{tmp_path / 'bad.txt'}:2). Give the right --encoding, or --encoding_errors strict "
+                               "to stop at such lines"]
+    with pytest.raises(SmallBertError, match=rf"^{tmp_path / 'bad.txt'}:2: not valid utf-8 \(invalid start byte"):
+        create_pretraining_data(dataclasses.replace(config, output_dir=str(tmp_path / "strict"),
+                                                    encoding_errors="strict"))
+    assert not (tmp_path / "strict").exists()
+    latin = create_pretraining_data(dataclasses.replace(config, output_dir=str(tmp_path / "latin"),
+                                                        encoding="latin-1", encoding_errors="strict"))
+    assert "undecodable_lines" not in latin["input_counts"]
+    with pytest.raises(SmallBertError, match="--encoding=klingon: unknown encoding"):
+        create_pretraining_data(dataclasses.replace(config, encoding="klingon"))
     counts = metadata["counts"]
     assert metadata["input_counts"]["undecodable_lines"] == 1 and metadata["input_counts"]["empty_input_files"] == 1
     assert counts["documents"] == 2 and counts["single_sentence_documents"] == 1

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import logging
 import os
 import random
 import re
@@ -38,7 +39,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from smallbert.data.extract import Document, expand_inputs, is_wiki_dump, read_documents
+from smallbert.data.extract import Decoding, Document, expand_inputs, is_wiki_dump, read_documents
 from smallbert.data.instances import (WORD_CONTINUATION, InstanceConfig, TokenIds, create_training_instances,
                                       pack_instances)
 from smallbert.data.records import (METADATA_FORMAT, file_facts, metadata_name, sha256_file, summarize,
@@ -49,6 +50,7 @@ from smallbert.tokenization import CJK_RANGES, FullTokenizer
 # A chunk's instances (and their memory) grow with its text times --dupe_factor: chunks hold at
 # most this many characters divided by --dupe_factor (~30,000 instances of 128 tokens).
 CHUNK_TEXT_BUDGET = 16 << 20
+logger = logging.getLogger("smallbert")
 _CJK_RUN = re.compile("([" + "".join(f"\\U{a:08X}-\\U{b:08X}" for a, b in CJK_RANGES) + "]+)")
 
 
@@ -70,6 +72,8 @@ class PipelineConfig:
     chinese_whole_word_mask: bool = False  # group Chinese characters into words (rjieba) for masking
     extract_only: bool = False
     overwrite: bool = False  # replace an earlier run's output (of this --shard_index) in output_dir
+    encoding: str = "utf-8"  # of text inputs (dumps are UTF-8)
+    encoding_errors: str = "replace"  # or "strict": an undecodable line is an error
 
 
 def chunk_documents(documents: Iterable[Document], documents_per_chunk: int,
@@ -265,6 +269,7 @@ def _validate(config: PipelineConfig) -> tuple[list[str], FullTokenizer]:
             raise SmallBertError("--chinese_whole_word_mask: needs rjieba (pip install 'smallbert[chinese]')")
     if not 0 <= config.shard_index < config.num_shards:
         raise SmallBertError(f"--shard_index={config.shard_index}: must be in [0, --num_shards={config.num_shards})")
+    Decoding(config.encoding, config.encoding_errors).validate()
     files = expand_inputs(list(config.input_files))
     tokenizer = FullTokenizer(config.vocab_file, config.do_lower_case)
     TokenIds.from_vocab(tokenizer.vocab, config.vocab_file)
@@ -365,7 +370,8 @@ def create_pretraining_data(config: PipelineConfig) -> dict[str, Any]:
 def _run(config: PipelineConfig, files: list[str], tokenizer: FullTokenizer) -> dict[str, Any]:
     reading: Counter = Counter()  # the same for every --shard_index: all read the whole input
     counts: Counter = Counter()  # of this run's chunks
-    documents = read_documents(files, reading, config.language, config.processes)
+    decoding = Decoding(config.encoding, config.encoding_errors)
+    documents = read_documents(files, reading, config.language, config.processes, decoding)
     max_chars = CHUNK_TEXT_BUDGET // config.instances.dupe_factor
     chunks = ((i, c) for i, c in enumerate(chunk_documents(documents, config.documents_per_chunk, max_chars))
               if i % config.num_shards == config.shard_index)
@@ -389,6 +395,10 @@ def _run(config: PipelineConfig, files: list[str], tokenizer: FullTokenizer) -> 
         documents.close()
         progress.close()
     shutil.rmtree(_tmp_dir(config), ignore_errors=True)
+    if reading["undecodable_lines"]:
+        logger.warning("%d input line(s) were not valid %s; their bad bytes were dropped (first: %s). "
+                       "Give the right --encoding, or --encoding_errors strict to stop at such lines",
+                       reading["undecodable_lines"], config.encoding, decoding.first_undecodable)
     if not counts["instances"]:
         raise SmallBertError(f"--input_file: no instances could be made from {len(files)} file(s) "
                              f"({counts['documents']} non-empty documents)")
@@ -406,6 +416,7 @@ def _metadata(config: PipelineConfig, files: list[str], tokenizer: FullTokenizer
         "do_lower_case": config.do_lower_case, "random_seed": config.random_seed,
         "documents_per_chunk": config.documents_per_chunk, "language": config.language,
         "chinese_whole_word_mask": config.chinese_whole_word_mask,
+        "encoding": config.encoding, "encoding_errors": config.encoding_errors,
         "num_shards": config.num_shards, "shard_index": config.shard_index,
         "input_files": [os.path.abspath(f) for f in files],
         "vocab_file": os.path.abspath(config.vocab_file), "vocab_sha256": sha256_file(config.vocab_file),
