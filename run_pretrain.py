@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run directory: checkpoints/step_<N>/, final/ and metrics.jsonl go here")
     data.add_argument("--vocab_file", help="vocab.txt to copy into every checkpoint, so each is self-contained")
     data.add_argument("--eval_data_dir", help="held-out shards: MLM accuracy, NSP accuracy and perplexity")
+    data.add_argument("--verify_data", choices=("full", "fast", "off"), default="full",
+                      help="before the first step: full hashes every shard against metadata.json (in parallel); "
+                           "fast checks sizes, headers and indexes; off skips both. Every batch's ids are "
+                           "checked in any case (default: full; see docs/checks.md)")
 
     schedule = parser.add_argument_group("optimisation")
     schedule.add_argument("--optimizer", choices=("adamw", "lamb"), default="adamw",

@@ -5,8 +5,12 @@ from __future__ import annotations
 import bz2
 import dataclasses
 import filecmp
+import importlib.util
+import json
+import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -16,7 +20,8 @@ import pytest
 from smallbert.data import list_shards, pretraining_dataset, read_metadata, validate_for_model
 from smallbert.data.instances import InstanceConfig
 from smallbert.data.pipeline import PipelineConfig, create_pretraining_data
-from smallbert.data.records import COLUMNS, schema, write_mindrecord
+from smallbert.data.records import (COLUMNS, checked_batches, masked_crc32c, schema, verify_shards,
+                                    verify_tfrecords, write_mindrecord)
 from smallbert.errors import SmallBertError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -249,13 +254,27 @@ def test_wikipedia_dump(tmp_path, vocab_file):
         create_pretraining_data(make_config(str(tmp_path / "latin1.xml"), tmp_path / "bad", vocab_file))
 
 
-def test_bad_inputs(tmp_path, vocab_file, corpus):
+def test_bad_inputs(tmp_path, vocab_file, corpus, caplog):
     (tmp_path / "bad.txt").write_bytes("First sentence here.\nBroken \xff\xfe bytes.\n\n".encode("latin-1")
                                        + ("Lonely " + "x" * 10_000 + " sentence.\n").encode())
     (tmp_path / "empty.txt").write_bytes(b"")
-    metadata = create_pretraining_data(PipelineConfig(
+    config = PipelineConfig(
         input_files=(str(tmp_path / "bad.txt"), str(tmp_path / "empty.txt")), output_dir=str(tmp_path / "out"),
-        vocab_file=vocab_file, instances=InstanceConfig(max_seq_length=16, max_predictions_per_seq=2)))
+        vocab_file=vocab_file, instances=InstanceConfig(max_seq_length=16, max_predictions_per_seq=2))
+    with caplog.at_level(logging.WARNING, logger="smallbert"):
+        metadata = create_pretraining_data(config)
+    assert caplog.messages == [f"1 input line(s) were not valid utf-8; their bad bytes were dropped (first: "
+                               f"{tmp_path / 'bad.txt'}:2). Give the right --encoding, or --encoding_errors strict "
+                               "to stop at such lines"]
+    with pytest.raises(SmallBertError, match=rf"^{tmp_path / 'bad.txt'}:2: not valid utf-8 \(invalid start byte"):
+        create_pretraining_data(dataclasses.replace(config, output_dir=str(tmp_path / "strict"),
+                                                    encoding_errors="strict"))
+    assert not (tmp_path / "strict").exists()
+    latin = create_pretraining_data(dataclasses.replace(config, output_dir=str(tmp_path / "latin"),
+                                                        encoding="latin-1", encoding_errors="strict"))
+    assert "undecodable_lines" not in latin["input_counts"]
+    with pytest.raises(SmallBertError, match="--encoding=klingon: unknown encoding"):
+        create_pretraining_data(dataclasses.replace(config, encoding="klingon"))
     counts = metadata["counts"]
     assert metadata["input_counts"]["undecodable_lines"] == 1 and metadata["input_counts"]["empty_input_files"] == 1
     assert counts["documents"] == 2 and counts["single_sentence_documents"] == 1
@@ -315,16 +334,6 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-def _masked_crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-    crc ^= 0xFFFFFFFF
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 def write_tfrecord(path, rows: list[dict[str, np.ndarray]]) -> None:
     """Google's format without TensorFlow: tf.train.Example protos in TFRecord framing."""
     with open(path, "wb") as f:
@@ -338,8 +347,8 @@ def write_tfrecord(path, rows: list[dict[str, np.ndarray]]) -> None:
                 features += _field(1, _field(1, key.encode()) + _field(2, feature))
             data = _field(1, features)  # Example.features = 1 { map feature = 1 }
             length = len(data).to_bytes(8, "little")
-            f.write(length + _masked_crc32c(length).to_bytes(4, "little") + data
-                    + _masked_crc32c(data).to_bytes(4, "little"))
+            f.write(length + masked_crc32c(length).to_bytes(4, "little") + data
+                    + masked_crc32c(data).to_bytes(4, "little"))
 
 
 def test_google_tfrecords(tmp_path):
@@ -355,3 +364,194 @@ def test_google_tfrecords(tmp_path):
         assert got[column].tolist() == [r[column].tolist() for r in rows]
     ranks = [read_all(files, num_shards=2, shard_id=k)["input_ids"][:, 0].tolist() for k in (0, 1)]
     assert sorted(ranks[0] + ranks[1]) == list(range(10)) and len(ranks[0]) == 5
+
+
+def test_tfrecords_truncated_or_corrupt_framing(tmp_path):
+    rows = [{"input_ids": np.arange(8), "masked_lm_weights": np.array([1.0, 0.0])} for _ in range(3)]
+    write_tfrecord(tmp_path / "a.tfrecord", rows)
+    data = (tmp_path / "a.tfrecord").read_bytes()
+    verify_tfrecords([str(tmp_path / "a.tfrecord")])
+    (tmp_path / "a.tfrecord").write_bytes(data[:-5])
+    with pytest.raises(SmallBertError, match=r"a\.tfrecord: truncated"):
+        verify_tfrecords([str(tmp_path / "a.tfrecord")])
+    (tmp_path / "a.tfrecord").write_bytes(data[:3] + b"\x7f" + data[4:])
+    with pytest.raises(SmallBertError, match=r"a\.tfrecord: corrupt TFRecord framing at byte 0"):
+        verify_tfrecords([str(tmp_path / "a.tfrecord")])
+
+
+# --- what run_pretrain.py checks before the first step: vocabulary and shard integrity -------------------------
+
+_spec = importlib.util.spec_from_file_location("run_pretrain", os.path.join(REPO, "run_pretrain.py"))
+run_pretrain = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_pretrain)
+
+
+class Built(Exception):
+    """Raised where the first graph would be built: every check before it passed."""
+
+
+@pytest.fixture
+def pretrain_cli(tmp_path, static_run, vocab_file, monkeypatch, capsys):
+    """Runs run_pretrain.py's main on a fresh copy of the static shards → (exit code or "built", stderr)."""
+    from smallbert.train import TrainStep
+
+    def built(*args, **kwargs):
+        raise Built
+
+    monkeypatch.setattr(TrainStep, "__init__", built)
+    data = tmp_path / "data"
+    shutil.copytree(static_run[0], data)
+    config = tmp_path / "bert_config.json"
+    config.write_text(json.dumps({"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 1,
+                                  "num_attention_heads": 2, "intermediate_size": 64,
+                                  "max_position_embeddings": 64}))
+
+    def run(*extra: str, vocab: str = vocab_file):
+        argv = ["--data_dir", str(data), "--config", str(config), "--output_dir", str(tmp_path / "run"),
+                "--train_steps", "2", "--train_batch_size", "4", "--vocab_file", vocab, *extra]
+        try:
+            code = run_pretrain.main(argv)
+        except Built:
+            code = "built"
+        return code, capsys.readouterr().err.strip()
+
+    run.data, run.output_dir = data, tmp_path / "run"
+    return run
+
+
+def other_vocab(tmp_path, vocab_file, name="vocab.txt"):
+    """The same vocabulary with two ordinary tokens swapped: same size, other ids."""
+    lines = open(vocab_file, encoding="utf-8").read().split("\n")
+    lines[2000], lines[2001] = lines[2001], lines[2000]
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return str(path)
+
+
+def test_pretraining_checks_the_vocabulary(tmp_path, pretrain_cli, vocab_file):
+    assert pretrain_cli()[0] == "built"
+    other = other_vocab(tmp_path, vocab_file, "other.txt")
+    code, err = pretrain_cli(vocab=other)
+    assert code == 2 and err == (f"error: --vocab_file: {other} is not the vocab {pretrain_cli.data} was made with "
+                                 f"({vocab_file}, per its metadata.json): their sha256 differ; the token ids would "
+                                 "mean other words")
+    checkpoint = other_vocab(tmp_path / "init", vocab_file)
+    code, err = pretrain_cli("--init_checkpoint", str(tmp_path / "init"))
+    assert code == 2 and err.startswith(f"error: --init_checkpoint: {checkpoint} is not the vocab ")
+    assert vocab_file in err
+
+
+def corrupt(data, kind: str) -> str:
+    """Damages a shard set written by the data tool; returns the file an error must name."""
+    shard = data / "part-000001.mindrecord"
+    if kind == "truncated":
+        shard.write_bytes(shard.read_bytes()[:-1000])
+        return str(shard)
+    if kind in ("flipped", "flipped index"):
+        target = shard if kind == "flipped" else data / "part-000001.mindrecord.db"
+        body = bytearray(target.read_bytes())
+        middle = len(body) // 2 if kind == "flipped index" else 1 << 20  # first data page of the shard
+        body[middle:middle + 256] = bytes(b ^ 0x5A for b in body[middle:middle + 256])
+        target.write_bytes(bytes(body))
+        return str(target)
+    if kind == "unlisted":
+        for suffix in ("", ".db"):
+            shutil.copy(str(shard) + suffix, data / ("part-000007.mindrecord" + suffix))
+        return str(data / "part-000007.mindrecord")
+    if kind == "deleted":
+        shard.unlink()
+        return str(shard)
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "flipped", "flipped index", "unlisted", "deleted"])
+def test_corrupt_shards_stop_before_any_step(pretrain_cli, kind):
+    name = corrupt(pretrain_cli.data, kind)
+    code, err = pretrain_cli()
+    assert code == 2 and err.startswith(f"error: {name}: ") and "\n" not in err, err
+    assert not pretrain_cli.output_dir.exists()
+
+
+def test_wrong_config_init_checkpoint_leaves_no_output_dir(pretrain_cli, minilm_dir):
+    code, err = pretrain_cli("--init_checkpoint", minilm_dir)  # H384, the config is H32
+    assert code == 2 and "has shape" in err and "config needs" in err, err
+    assert not pretrain_cli.output_dir.exists()
+
+
+def test_fast_verify_and_old_metadata(pretrain_cli, caplog):
+    assert pretrain_cli("--verify_data", "fast")[0] == "built"
+    meta = pretrain_cli.data / "metadata.json"
+    metadata = json.loads(meta.read_text())
+    del metadata["file_checks"]  # as written before sizes and hashes were recorded
+    meta.write_text(json.dumps(metadata))
+    with caplog.at_level(logging.WARNING, logger="smallbert"):
+        assert pretrain_cli()[0] == "built"
+    assert "no shard sizes or hashes" in caplog.text
+    name = corrupt(pretrain_cli.data, "truncated")  # the header still tells the size
+    code, err = pretrain_cli()
+    assert code == 2 and err.startswith(f"error: {name}: ") and "its header describes" in err
+
+
+def test_corrupt_row_stops_with_the_shard_named(tmp_path, static_run):
+    data = tmp_path / "data"
+    shutil.copytree(static_run[0], data)
+    files = list_shards(str(data))
+    rows = read_all([files[1]])
+    rows["input_ids"][5, 3] = 40000
+    write_mindrecord(files[1], rows)
+    metadata = read_metadata(str(data))
+    with pytest.raises(SmallBertError, match="content differs"):
+        verify_shards(files, metadata, "full")
+    with pytest.raises(SmallBertError, match=rf"^{files[1]}: row 5 holds input_ids 40000 \(outside \[0, 30521\]\)"):
+        for _ in checked_batches(files, 8, vocab_size=30522, seed=3, metadata=metadata):
+            pass
+
+
+def test_ctrl_c_removes_partial_output(tmp_path, vocab_file):
+    """SIGINT to the tool's process group (as a terminal's Ctrl-C): one line, exit 130, nothing left behind."""
+    import signal
+    import time
+
+    with open(vocab_file, encoding="utf-8") as f:
+        words = [w for w in f.read().split("\n")[2000:5000] if w.isalpha()]
+    corpus = write_corpus(str(tmp_path / "big.txt"), 3000, words, seed=1)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "create_pretraining_data.py"),
+                             "--input_file", corpus, "--output_dir", str(out), "--vocab_file", vocab_file,
+                             "--max_seq_length", "32", "--max_predictions_per_seq", "4", "--dupe_factor", "1",
+                             "--documents_per_chunk", "30", "--processes", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not (out.is_dir() and any(n.startswith("part-") for n in os.listdir(out))):
+        assert proc.poll() is None and time.time() < deadline, "no shard was written"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].split("\r")[-1] == f"interrupted: removed the partial output in {out}"
+    assert not out.exists()  # this run made it: nothing of it is left
+
+
+def test_overwrite_replaces_an_earlier_run(tmp_path, static_run, corpus, vocab_file):
+    out = tmp_path / "out"
+    shutil.copytree(static_run[0], out)
+    (out / ".incomplete-00000").mkdir()  # as an older, killed run leaves it
+    with pytest.raises(SmallBertError, match=r"not empty \(found \.incomplete-00000\); use a new directory, "
+                                             r"or --overwrite to replace that run's output"):
+        create_pretraining_data(make_config(corpus, out, vocab_file))
+    config = make_config(corpus, out, vocab_file, documents_per_chunk=240)
+    metadata = create_pretraining_data(dataclasses.replace(config, overwrite=True))
+    assert sorted(os.listdir(out)) == ["metadata.json", "part-000000.mindrecord", "part-000000.mindrecord.db"]
+    assert metadata["files"] == ["part-000000.mindrecord"]
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SmallBertError, match=r"not empty \(found notes.txt\); use a new directory$"):
+        create_pretraining_data(dataclasses.replace(config, overwrite=True))
+
+
+def test_failed_run_leaves_no_empty_directory(tmp_path, vocab_file):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(SmallBertError, match="no instances"):
+        create_pretraining_data(make_config(str(tmp_path / "empty.txt"), tmp_path / "new" / "out", vocab_file))
+    assert not (tmp_path / "new" / "out").exists()

@@ -1,4 +1,5 @@
-"""The README's first command: tools/quickstart.py on the bundled sample, end to end; and the sample itself."""
+"""The README's two commands: tools/quickstart.py on the bundled sample, end to end, and the sample itself; the
+test command's text (CI runs it), its dependencies, and both commands in a fresh virtual environment (opt-in)."""
 from __future__ import annotations
 
 import filecmp
@@ -6,12 +7,17 @@ import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 SAMPLE = os.path.join(ROOT, "sample")
 QUICKSTART = os.path.join(ROOT, "tools", "quickstart.py")
+README_COMMANDS = ['pip install -e . && python tools/quickstart.py --overwrite',
+                   'pip install -e ".[dev,tf]" && python -m pytest -q']
 SAMPLE_FILES = ["wiki/sample-pages-articles.xml.bz2", "vocab.txt", "bert_config.json", "SST-2/train.tsv",
                 "SST-2/dev.tsv", "SST-2/test.tsv"]
 
@@ -54,3 +60,67 @@ def test_quickstart_keeps_an_earlier_run_unless_told(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: --output_dir: {tmp_path / 'qs'} already holds pretrain from an earlier run; pass --overwrite to "
         f"replace them or choose another directory"]
+
+
+def readme_commands() -> list[str]:
+    """The lines of the README's first code block."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        block = re.search(r"^```bash\n(.*?)^```", f.read(), re.M | re.S)
+    return block.group(1).strip().splitlines()
+
+
+def test_readme_commands_and_ci_agree():
+    assert readme_commands() == README_COMMANDS
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
+        commands = [line for line in f.read().splitlines() if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    assert commands == [README_COMMANDS[1]]
+
+
+def import_name(name: str, distribution) -> str:
+    """The module a distribution is imported as: its own name (tensorflow for tensorflow-cpu), else its first
+    public top-level package."""
+    name = name.lower().replace("-", "_")
+    top_level = (distribution.read_text("top_level.txt") or "").split()
+    public = [m for m in top_level if not m.startswith("_")]
+    return next((m for m in public if name == m or name.startswith(m + "_")), public[0] if public else name)
+
+
+def test_every_test_dependency_is_installed_and_imports():
+    """What `pip install -e ".[dev,tf]"` promises the tests: each requirement of the extras (for this platform)
+    installed in a version it allows, and its top-level module importable."""
+    import importlib.metadata as metadata
+
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    modules = []
+    for text in extras["dev"] + extras["tf"]:
+        requirement = Requirement(text)
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        version = metadata.version(requirement.name)  # raises PackageNotFoundError if it is not installed
+        assert requirement.specifier.contains(version, prereleases=True), (text, version)
+        modules.append(import_name(requirement.name, metadata.distribution(requirement.name)))
+    assert {"pytest", "torch", "transformers", "tensorflow"} <= set(modules)
+    # In a process of its own: torch, TensorFlow and MindSpore are each imported as a test would.
+    subprocess.run([sys.executable, "-c", "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]",
+                    *modules], check=True, capture_output=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SMALLBERT_FRESH_VENV") != "1",
+                    reason="~11 min and 5.5 GB of downloads: set SMALLBERT_FRESH_VENV=1 to run")
+def test_readme_commands_in_a_fresh_venv(tmp_path):
+    """The README's two commands, as written, in order, in a new virtual environment and a copy of the checkout."""
+    checkout = tmp_path / "smallbert"
+    shutil.copytree(ROOT, checkout, ignore=shutil.ignore_patterns(".git", "quickstart_out", "*.egg-info",
+                                                                 "__pycache__", "rank_0"))
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
+    env = {**os.environ, "PATH": f"{tmp_path / 'venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
+           "VIRTUAL_ENV": str(tmp_path / "venv"), "SMALLBERT_FRESH_VENV": "0"}
+    env.pop("PYTHONPATH", None)
+    for command in README_COMMANDS:
+        result = subprocess.run(["bash", "-c", command], cwd=checkout, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, (command, result.stdout[-3000:], result.stderr[-3000:])

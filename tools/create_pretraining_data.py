@@ -12,6 +12,7 @@ metadata.json (flags, vocab hash, statistics). See docs/data.md.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 
@@ -37,11 +38,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     io.add_argument("--input_file", required=True, action="append",
                     help="dump (.xml, .xml.bz2) or text files; comma-separated, globs, repeatable")
     io.add_argument("--output_dir", required=True, help="new (or empty) directory for the shards")
+    io.add_argument("--overwrite", action="store_true",
+                    help="replace an earlier run's shards and metadata in --output_dir (of this --shard_index); "
+                         "other files there are still refused")
     io.add_argument("--vocab_file", required=True, help="BERT vocab.txt (must hold [UNK] [CLS] [SEP] [MASK])")
     io.add_argument("--do_lower_case", default=True, **flag,
                     help="lower-case and strip accents: true for uncased vocabs (default true; "
                          "--do_lower_case=false or --nodo_lower_case for cased)")
     io.add_argument("--nodo_lower_case", dest="do_lower_case", action="store_false", help=argparse.SUPPRESS)
+    io.add_argument("--encoding", default="utf-8",
+                    help="encoding of text inputs; dumps are always UTF-8 (default utf-8)")
+    io.add_argument("--encoding_errors", choices=("replace", "strict"), default="replace",
+                    help="replace: drop undecodable bytes and warn with the count and the first file:line; "
+                         "strict: stop at the first such line (default replace)")
     io.add_argument("--language", default="en",
                     help="language of the dump, for sentence splitting (ISO 639 code; default en)")
     io.add_argument("--extract_only", action="store_true",
@@ -77,11 +86,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     config = PipelineConfig(
         input_files=tuple(args.input_file), output_dir=args.output_dir, vocab_file=args.vocab_file,
         do_lower_case=args.do_lower_case, random_seed=args.random_seed, processes=args.processes,
         documents_per_chunk=args.documents_per_chunk, num_shards=args.num_shards, shard_index=args.shard_index,
         language=args.language, extract_only=args.extract_only, chinese_whole_word_mask=args.chinese_whole_word_mask,
+        overwrite=args.overwrite, encoding=args.encoding, encoding_errors=args.encoding_errors,
         instances=InstanceConfig(max_seq_length=args.max_seq_length,
                                  max_predictions_per_seq=args.max_predictions_per_seq,
                                  masked_lm_prob=args.masked_lm_prob, short_seq_prob=args.short_seq_prob,

@@ -33,8 +33,9 @@ from . import cpu_kernels
 from .checkpoint import (FINAL_DIR, find_resume_checkpoint, list_checkpoints, restore_checkpoint, save_checkpoint,
                          verify_checkpoint)
 from .config import BertConfig
-from .data.records import list_shards, pretraining_dataset, read_metadata, validate_for_model
-from .errors import SmallBertError
+from .data.records import (check_vocab, checked_batches, list_shards, pretraining_dataset, read_metadata,
+                           validate_for_model, verify_shards, verify_tfrecords)
+from .errors import SmallBertError, output_directory
 from .model import BertForPreTraining
 from .optim import WarmupPolynomialDecay, build_optimizer
 from .vocab_adapter import config_for_vocab, load_weights_for_vocab
@@ -400,17 +401,20 @@ class PretrainConfig:
     jit: bool = True
     seed: int = 12345
     vocab_file: str | None = None
+    verify_data: str = "full"
 
 
 class _Shards:
     """Pretraining shards (`list_shards`) with their metadata (None for Google TFRecords) and sequence length."""
 
-    def __init__(self, data_dir: str, bert_config: BertConfig, flag: str):
+    def __init__(self, data_dir: str, bert_config: BertConfig, flag: str, verify: str = "full"):
+        self.vocab_size = bert_config.vocab_size
         try:
             self.files = list_shards(data_dir)
         except SmallBertError as err:
             raise SmallBertError(f"{flag}: {err}") from None
         if all(".tfrecord" in os.path.basename(f) for f in self.files):
+            verify_tfrecords(self.files, verify)
             self.metadata = None  # Google's files carry no statistics: the ids cannot be checked without a scan
             try:
                 first = next(pretraining_dataset(self.files, 1, shuffle=False).create_tuple_iterator(
@@ -424,18 +428,19 @@ class _Shards:
         else:
             try:
                 self.metadata = validate_for_model(read_metadata(data_dir), vocab_size=bert_config.vocab_size,
-                                                   max_position_embeddings=bert_config.max_position_embeddings)
+                                                   max_position_embeddings=bert_config.max_position_embeddings,
+                                                   where=data_dir)
             except SmallBertError as err:
                 raise SmallBertError(f"{flag}: {err}") from None
+            verify_shards(self.files, self.metadata, verify)
             self.seq_length = int(self.metadata["max_seq_length"])
 
     def batches(self, batch_size: int, *, epoch: int, seed: int, shuffle: bool, rank: int, world_size: int,
                 skip_batches: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
         """One epoch of this rank's batches (after `skip_batches`), numpy tuples in PRETRAINING_COLUMNS order."""
-        dataset = pretraining_dataset(self.files, batch_size, epoch=epoch, seed=seed, shuffle=shuffle,
-                                      num_shards=world_size, shard_id=rank, skip_batches=skip_batches,
-                                      metadata=self.metadata)
-        for row in dataset.create_dict_iterator(num_epochs=1, output_numpy=True):
+        for row in checked_batches(self.files, batch_size, vocab_size=self.vocab_size, epoch=epoch, seed=seed,
+                                   shuffle=shuffle, num_shards=world_size, shard_id=rank,
+                                   skip_batches=skip_batches, metadata=self.metadata):
             yield tuple(row[c] for c in PRETRAINING_COLUMNS)
 
     def batches_per_epoch(self, batch_size: int, world_size: int) -> int:
@@ -487,13 +492,15 @@ def check_pretrain_inputs(cfg: PretrainConfig, world_size: int = 1) -> _Inputs:
     bert_config = BertConfig.from_json_file(cfg.bert_config_file)
     if cfg.vocab_file:  # a vocab other than the checkpoint's: its rows are adapted, vocab_size follows it
         bert_config = config_for_vocab(bert_config, cfg.init_checkpoint, cfg.vocab_file)
-    train = _Shards(cfg.data_dir, bert_config, "--data_dir")
+    train = _Shards(cfg.data_dir, bert_config, "--data_dir", cfg.verify_data)
+    # The shards must be in --vocab_file's ids; the checkpoint's own vocab may differ from it (then it is adapted).
+    check_vocab(train.metadata, cfg.data_dir, cfg.vocab_file, None if cfg.vocab_file else cfg.init_checkpoint)
     if train.batches_per_epoch(cfg.train_batch_size, world_size) == 0:
         raise SmallBertError(f"--data_dir: {cfg.data_dir}: fewer instances than one batch of "
                              f"{cfg.train_batch_size} per rank ({world_size} ranks)")
     evaluation = None
     if cfg.eval_data_dir:
-        evaluation = _Shards(cfg.eval_data_dir, bert_config, "--eval_data_dir")
+        evaluation = _Shards(cfg.eval_data_dir, bert_config, "--eval_data_dir", cfg.verify_data)
         if evaluation.seq_length != train.seq_length:
             raise SmallBertError(f"--eval_data_dir: {cfg.eval_data_dir}: sequences of {evaluation.seq_length} "
                                  f"tokens, the training data's are {train.seq_length}")
@@ -572,8 +579,12 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     ms.set_seed(cfg.seed)
     rank, world_size = init_data_parallel()
     inputs = check_pretrain_inputs(cfg, world_size)
-    os.makedirs(cfg.output_dir, exist_ok=True)
+    with output_directory(cfg.output_dir):  # removed again if this run made it and fails before writing to it
+        return _pretrain(cfg, inputs, rank, world_size)
 
+
+def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) -> dict[str, Any]:
+    """`pretrain` after its checks, in an existing `cfg.output_dir`."""
     compute_dtype = mstype.float32 if cfg.amp == "O0" else AMP_DTYPES[cfg.amp_dtype]
     model = BertForPreTraining(inputs.bert_config, compute_dtype)
     if cfg.init_checkpoint and inputs.resume_path is None:

@@ -11,11 +11,14 @@ Two kinds of input:
     。！？； and friends).
   * Anything else: Google's text format, one sentence per line and a blank line between
     documents (`.gz` / `.bz2` compressed files too). A file's end also ends its last document.
-Undecodable bytes are replaced (U+FFFD, which the tokenizer drops) and counted, never fatal.
+Text files are read in `Decoding.encoding` (UTF-8 by default; dumps are always UTF-8). Undecodable bytes are
+replaced (U+FFFD, which the tokenizer drops), counted, and the first place noted for a warning; with
+`errors="strict"` the first one is an error naming file and line.
 """
 from __future__ import annotations
 
 import bz2
+import codecs
 import glob
 import gzip
 import html
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from typing import IO, Iterator
 
 import sentencex
@@ -39,6 +43,23 @@ _PLACEHOLDER = re.compile(r"\b(?:formula|codice)_\d+\b")  # wikiextractor's stan
 _EMPTY_BRACKETS = re.compile(r"\(\s*[,;:]?\s*\)|\[\s*\]")  # left where templates were dropped
 _BRACKET_LEAD = re.compile(r"\(\s*[,;:]\s*")  # "(; born 1900)" -> "(born 1900)"
 _SPACES = re.compile(r"[ \t]{2,}")
+
+
+@dataclass
+class Decoding:
+    """How text files are decoded (`errors`: "replace" or "strict"), and the first line that failed, as file:line."""
+
+    encoding: str = "utf-8"
+    errors: str = "replace"
+    first_undecodable: str | None = None
+
+    def validate(self) -> None:
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise SmallBertError(f"--encoding={self.encoding}: unknown encoding") from None
+        if self.errors not in ("replace", "strict"):
+            raise SmallBertError(f"--encoding_errors={self.errors}: must be replace or strict")
 
 
 def expand_inputs(patterns: str | list[str]) -> list[str]:
@@ -86,18 +107,27 @@ def _decompressed(path: str, file: IO[bytes]) -> IO[bytes]:
     return file
 
 
-def read_text_documents(path: str, counts: Counter) -> Iterator[Document]:
+def read_text_documents(path: str, counts: Counter, decoding: Decoding | None = None) -> Iterator[Document]:
     """Documents of a Google-format text file. Counts `undecodable_lines` in `counts`, and
-    `input_bytes_read` (of the file as stored, for progress) at each document."""
+    `input_bytes_read` (of the file as stored, for progress) at each document.
+
+    Raises SmallBertError naming file and line at an undecodable line if `decoding.errors` is "strict".
+    """
+    decoding = decoding or Decoding()
     document: Document = []
     done = 0
     with open(path, "rb") as file, _decompressed(path, file) as f:
-        for raw in f:
+        for number, raw in enumerate(f, 1):
             try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
+                line = raw.decode(decoding.encoding)
+            except UnicodeDecodeError as err:
+                if decoding.errors == "strict":
+                    raise SmallBertError(f"{path}:{number}: not valid {decoding.encoding} ({err.reason} at byte "
+                                         f"{err.start} of the line); give the right --encoding, or "
+                                         "--encoding_errors replace to drop such bytes") from None
                 counts["undecodable_lines"] += 1
-                line = raw.decode("utf-8", "replace")
+                decoding.first_undecodable = decoding.first_undecodable or f"{path}:{number}"
+                line = raw.decode(decoding.encoding, "replace")
             line = line.strip()
             if line:
                 document.append(line)
@@ -143,13 +173,15 @@ def read_wiki_documents(path: str, counts: Counter, language: str = "en", proces
             raise SmallBertError(f"{path}: wikiextractor failed: {lines[-1] if lines else proc.returncode}")
 
 
-def read_documents(files: list[str], counts: Counter, language: str = "en", processes: int = 1) -> Iterator[Document]:
-    """Documents of all input files, in order. Counts `input_files` and `empty_input_files`."""
+def read_documents(files: list[str], counts: Counter, language: str = "en", processes: int = 1,
+                   decoding: Decoding | None = None) -> Iterator[Document]:
+    """Documents of all input files, in order (text files decoded as `decoding` says). Counts `input_files` and
+    `empty_input_files`."""
     for path in files:
         counts["input_files"] += 1
         before = counts["documents_read"]
         reader = (read_wiki_documents(path, counts, language, processes) if is_wiki_dump(path)
-                  else read_text_documents(path, counts))
+                  else read_text_documents(path, counts, decoding))
         for document in reader:
             counts["documents_read"] += 1
             yield document

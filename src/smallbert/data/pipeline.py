@@ -25,29 +25,32 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import logging
 import os
 import random
 import re
 import shutil
+import signal
 import time
 from collections import Counter, deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from smallbert.data.extract import Document, expand_inputs, is_wiki_dump, read_documents
+from smallbert.data.extract import Decoding, Document, expand_inputs, is_wiki_dump, read_documents
 from smallbert.data.instances import (WORD_CONTINUATION, InstanceConfig, TokenIds, create_training_instances,
                                       pack_instances)
-from smallbert.data.records import METADATA_FORMAT, metadata_name, summarize, write_mindrecord
-from smallbert.errors import SmallBertError
+from smallbert.data.records import (METADATA_FORMAT, file_facts, metadata_name, sha256_file, summarize,
+                                    write_mindrecord)
+from smallbert.errors import SmallBertError, output_directory
 from smallbert.tokenization import CJK_RANGES, FullTokenizer
 
 # A chunk's instances (and their memory) grow with its text times --dupe_factor: chunks hold at
 # most this many characters divided by --dupe_factor (~30,000 instances of 128 tokens).
 CHUNK_TEXT_BUDGET = 16 << 20
+logger = logging.getLogger("smallbert")
 _CJK_RUN = re.compile("([" + "".join(f"\\U{a:08X}-\\U{b:08X}" for a, b in CJK_RANGES) + "]+)")
 
 
@@ -68,6 +71,9 @@ class PipelineConfig:
     language: str = "en"
     chinese_whole_word_mask: bool = False  # group Chinese characters into words (rjieba) for masking
     extract_only: bool = False
+    overwrite: bool = False  # replace an earlier run's output (of this --shard_index) in output_dir
+    encoding: str = "utf-8"  # of text inputs (dumps are UTF-8)
+    encoding_errors: str = "replace"  # or "strict": an undecodable line is an error
 
 
 def chunk_documents(documents: Iterable[Document], documents_per_chunk: int,
@@ -158,16 +164,20 @@ class _Worker:
         return encoded
 
 
-def _publish(config: PipelineConfig, chunk_index: int, arrays: dict[str, np.ndarray]) -> str:
-    """Writes a chunk's shard under the temporary directory, then renames it into the output."""
+def _publish(config: PipelineConfig, chunk_index: int, arrays: dict[str, np.ndarray]) -> tuple[str, dict]:
+    """Writes a chunk's shard under the temporary directory, then renames it into the output.
+
+    Returns (its name, `file_facts` of the shard and its index by file name), for the metadata.
+    """
     name = shard_name(chunk_index)
     work_dir = os.path.join(_tmp_dir(config), name)
     os.makedirs(work_dir, exist_ok=True)
     write_mindrecord(os.path.join(work_dir, name), arrays)
+    facts = {name + suffix: file_facts(os.path.join(work_dir, name + suffix)) for suffix in ("", ".db")}
     for suffix in (".db", ""):  # both complete: publish them, the shard itself last
         os.replace(os.path.join(work_dir, name + suffix), os.path.join(config.output_dir, name + suffix))
     os.rmdir(work_dir)
-    return name
+    return name, facts
 
 
 def _instance_counts(arrays: dict[str, np.ndarray], mask_id: int) -> dict[str, int]:
@@ -183,6 +193,7 @@ def _instance_counts(arrays: dict[str, np.ndarray], mask_id: int) -> dict[str, i
 
 
 _WORKER: _Worker | None = None
+_SHARD_FILE = re.compile(r"part-(\d{6})\.mindrecord(\.db)?")
 
 
 def _init_worker(config: PipelineConfig) -> None:
@@ -199,22 +210,49 @@ def _tmp_dir(config: PipelineConfig) -> str:
     return os.path.join(config.output_dir, f".incomplete-{config.shard_index:05d}")
 
 
+def _corpus_name(config: PipelineConfig) -> str:
+    """The text file an `extract_only` run writes."""
+    if config.num_shards == 1:
+        return "corpus.txt"
+    return f"corpus-{config.shard_index:05d}-of-{config.num_shards:05d}.txt"
+
+
+def _is_ours(config: PipelineConfig, name: str) -> bool:
+    """Whether `name` in the output dir is (or is a temporary of) what this run, or an earlier one of the same
+    --shard_index, writes."""
+    shard = _SHARD_FILE.fullmatch(name)
+    return (name.removesuffix(".tmp") in (metadata_name(config.num_shards, config.shard_index), _corpus_name(config))
+            or name == os.path.basename(_tmp_dir(config))
+            or (shard is not None and int(shard[1]) % config.num_shards == config.shard_index))
+
+
 def _check_output_dir(config: PipelineConfig) -> None:
-    """The output dir must be empty, except for other shards' files when the work is split."""
+    """The output dir must be empty, except for other shards' files when the work is split, and for an earlier
+    run's output with `overwrite`."""
     out = config.output_dir
     if os.path.exists(out) and not os.path.isdir(out):
         raise SmallBertError(f"--output_dir={out}: exists and is not a directory")
     if not os.path.isdir(out):
         return
     for name in sorted(os.listdir(out)):
+        ours = _is_ours(config, name)
+        if ours and config.overwrite:
+            continue
+        hint = "; use a new directory" + (", or --overwrite to replace that run's output" if ours else "")
         if config.num_shards == 1:
-            raise SmallBertError(f"--output_dir={out}: not empty (found {name}); use a new directory")
-        ours = (name == metadata_name(config.num_shards, config.shard_index)
-                or name == os.path.basename(_tmp_dir(config))
-                or (name.startswith("part-") and int(name[5:11]) % config.num_shards == config.shard_index))
+            raise SmallBertError(f"--output_dir={out}: not empty (found {name}){hint}")
         if ours:
             raise SmallBertError(f"--output_dir={out}: already holds {name} of --shard_index "
-                                 f"{config.shard_index}; use a new directory")
+                                 f"{config.shard_index}{hint}")
+
+
+def _remove_ours(config: PipelineConfig) -> None:
+    """Deletes what `_is_ours` in the output dir: an earlier run's output (`overwrite`), or an interrupted
+    run's partial output."""
+    for name in os.listdir(config.output_dir):
+        if _is_ours(config, name):
+            path = os.path.join(config.output_dir, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
 def _validate(config: PipelineConfig) -> tuple[list[str], FullTokenizer]:
@@ -231,6 +269,7 @@ def _validate(config: PipelineConfig) -> tuple[list[str], FullTokenizer]:
             raise SmallBertError("--chinese_whole_word_mask: needs rjieba (pip install 'smallbert[chinese]')")
     if not 0 <= config.shard_index < config.num_shards:
         raise SmallBertError(f"--shard_index={config.shard_index}: must be in [0, --num_shards={config.num_shards})")
+    Decoding(config.encoding, config.encoding_errors).validate()
     files = expand_inputs(list(config.input_files))
     tokenizer = FullTokenizer(config.vocab_file, config.do_lower_case)
     TokenIds.from_vocab(tokenizer.vocab, config.vocab_file)
@@ -240,23 +279,31 @@ def _validate(config: PipelineConfig) -> tuple[list[str], FullTokenizer]:
 
 def _bounded_map(config: PipelineConfig, chunks: Iterator[tuple[int, list[Document]]]):
     """Yields (chunk index, documents, `_Worker.process` result) in chunk order, with at most
-    processes + 1 chunks in flight (the results wait for the writer in this process)."""
+    processes + 1 chunks in flight (the results wait for the writer in this process).
+
+    The workers start with SIGINT ignored (inherited), so Ctrl-C interrupts this process alone, which
+    terminates them when the generator is closed or fails, without waiting for their chunks.
+    """
     if config.processes == 1:
         worker = _Worker(config)
         for index, documents in chunks:
             yield index, len(documents), worker.process(index, documents)
         return
-    with ProcessPoolExecutor(config.processes, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(config,)) as pool:
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        pool = get_context("spawn").Pool(config.processes, initializer=_init_worker, initargs=(config,))
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    with pool:  # leaving it terminates the workers
         pending: deque = deque()
         for index, documents in chunks:
-            pending.append((index, len(documents), pool.submit(_process_in_worker, index, documents)))
+            pending.append((index, len(documents), pool.apply_async(_process_in_worker, (index, documents))))
             if len(pending) > config.processes:
-                index, size, future = pending.popleft()
-                yield index, size, future.result()
+                index, size, result = pending.popleft()
+                yield index, size, result.get()
         while pending:
-            index, size, future = pending.popleft()
-            yield index, size, future.result()
+            index, size, result = pending.popleft()
+            yield index, size, result.get()
 
 
 class _Progress:
@@ -293,8 +340,7 @@ def _write_json(path: str, payload: dict) -> None:
 
 def _extract_only(config: PipelineConfig, chunks: Iterator[tuple[int, list[Document]]], progress: _Progress) -> str:
     """Writes the documents in Google's text format; returns the file written."""
-    name = "corpus.txt" if config.num_shards == 1 else f"corpus-{config.shard_index:05d}-of-{config.num_shards:05d}.txt"
-    path = os.path.join(config.output_dir, name)
+    path = os.path.join(config.output_dir, _corpus_name(config))
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         for _, documents in chunks:
             for document in documents:
@@ -306,44 +352,63 @@ def _extract_only(config: PipelineConfig, chunks: Iterator[tuple[int, list[Docum
 
 def create_pretraining_data(config: PipelineConfig) -> dict[str, Any]:
     """Runs the pipeline; returns the metadata written beside the shards (or, with
-    `extract_only`, {"corpus": path, "counts": ...})."""
+    `extract_only`, {"corpus": path, "counts": ...}).
+
+    Everything is checked before anything is written. A failed or interrupted run removes its partial output
+    (and the output dir, if it made it and it is left empty); Ctrl-C then raises KeyboardInterrupt saying so.
+    """
     files, tokenizer = _validate(config)
-    os.makedirs(config.output_dir, exist_ok=True)
+    if config.overwrite and os.path.isdir(config.output_dir):
+        _remove_ours(config)
+    with output_directory(config.output_dir, clean=lambda: _remove_ours(config)):
+        try:
+            return _run(config, files, tokenizer)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"removed the partial output in {config.output_dir}") from None
+
+
+def _run(config: PipelineConfig, files: list[str], tokenizer: FullTokenizer) -> dict[str, Any]:
     reading: Counter = Counter()  # the same for every --shard_index: all read the whole input
     counts: Counter = Counter()  # of this run's chunks
-    documents = read_documents(files, reading, config.language, config.processes)
+    decoding = Decoding(config.encoding, config.encoding_errors)
+    documents = read_documents(files, reading, config.language, config.processes, decoding)
     max_chars = CHUNK_TEXT_BUDGET // config.instances.dupe_factor
     chunks = ((i, c) for i, c in enumerate(chunk_documents(documents, config.documents_per_chunk, max_chars))
               if i % config.num_shards == config.shard_index)
     progress = _Progress(config, files, reading)
+    results = _bounded_map(config, chunks)
     try:
         if config.extract_only:
             return {"corpus": _extract_only(config, chunks, progress), "input_counts": dict(reading)}
-        shards, rows = [], []
-        for index, num_documents, (arrays, chunk_counts) in _bounded_map(config, chunks):
+        shards, rows, checks = [], [], {}
+        for index, num_documents, (arrays, chunk_counts) in results:
             counts.update(chunk_counts)
             counts["chunks"] += 1
             if arrays is not None:
-                shards.append(_publish(config, index, arrays))
+                name, facts = _publish(config, index, arrays)
+                shards.append(name)
                 rows.append(len(arrays["input_ids"]))
+                checks.update(facts)
             progress.update(num_documents, counts["instances"])
     finally:
+        results.close()  # ends the workers, then wikiextractor, now rather than when the traceback is freed
+        documents.close()
         progress.close()
     shutil.rmtree(_tmp_dir(config), ignore_errors=True)
+    if reading["undecodable_lines"]:
+        logger.warning("%d input line(s) were not valid %s; their bad bytes were dropped (first: %s). "
+                       "Give the right --encoding, or --encoding_errors strict to stop at such lines",
+                       reading["undecodable_lines"], config.encoding, decoding.first_undecodable)
     if not counts["instances"]:
         raise SmallBertError(f"--input_file: no instances could be made from {len(files)} file(s) "
                              f"({counts['documents']} non-empty documents)")
-    metadata = _metadata(config, files, tokenizer, shards, rows, counts, reading)
+    metadata = _metadata(config, files, tokenizer, shards, rows, checks, counts, reading)
     _write_json(os.path.join(config.output_dir, metadata_name(config.num_shards, config.shard_index)), metadata)
     return metadata
 
 
 def _metadata(config: PipelineConfig, files: list[str], tokenizer: FullTokenizer, shards: list[str],
-              rows: list[int], counts: Counter, reading: Counter) -> dict[str, Any]:
-    import hashlib
-
-    with open(config.vocab_file, "rb") as f:
-        vocab_sha256 = hashlib.sha256(f.read()).hexdigest()
+              rows: list[int], checks: dict[str, dict], counts: Counter, reading: Counter) -> dict[str, Any]:
     vocab = tokenizer.vocab
     metadata: dict[str, Any] = {
         "format": METADATA_FORMAT,
@@ -351,13 +416,14 @@ def _metadata(config: PipelineConfig, files: list[str], tokenizer: FullTokenizer
         "do_lower_case": config.do_lower_case, "random_seed": config.random_seed,
         "documents_per_chunk": config.documents_per_chunk, "language": config.language,
         "chinese_whole_word_mask": config.chinese_whole_word_mask,
+        "encoding": config.encoding, "encoding_errors": config.encoding_errors,
         "num_shards": config.num_shards, "shard_index": config.shard_index,
         "input_files": [os.path.abspath(f) for f in files],
-        "vocab_file": os.path.abspath(config.vocab_file), "vocab_sha256": vocab_sha256,
+        "vocab_file": os.path.abspath(config.vocab_file), "vocab_sha256": sha256_file(config.vocab_file),
         "vocab_size": len(vocab), "max_token_id": max(vocab.values()),
         "special_token_ids": {t: vocab[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in vocab},
         "input_counts": dict(sorted(reading.items())),
-        "files": shards, "rows_per_file": rows, "counts": dict(sorted(counts.items())),
+        "files": shards, "rows_per_file": rows, "file_checks": checks, "counts": dict(sorted(counts.items())),
         "statistics": summarize(counts),
     }
     if config.instances.dynamic_masking and config.instances.do_whole_word_mask:

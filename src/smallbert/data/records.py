@@ -16,10 +16,15 @@ Google-format TFRecord files are read too (without TensorFlow), in a (seed, epoc
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
+import logging
 import os
 import random
-from typing import Any
+import sqlite3
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -30,6 +35,9 @@ COLUMNS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "mas
            "masked_lm_weights", "next_sentence_labels")
 METADATA_FORMAT = "smallbert-pretraining-data/1"
 SHARD_PATTERN = "part-*.mindrecord"
+VERIFY_MODES = ("full", "fast", "off")
+
+logger = logging.getLogger("smallbert")
 
 
 def schema(max_seq_length: int, max_predictions_per_seq: int) -> dict[str, dict]:
@@ -89,6 +97,20 @@ def list_shards(path_or_glob: str) -> list[str]:
     return files
 
 
+def sha256_file(path: str) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MB blocks (hashlib releases the GIL: threads hash in parallel)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_facts(path: str) -> dict[str, Any]:
+    """{"bytes": size, "sha256": hex digest}: what metadata.json records of every shard and index file."""
+    return {"bytes": os.path.getsize(path), "sha256": sha256_file(path)}
+
+
 def metadata_name(num_shards: int, shard_index: int) -> str:
     """The metadata file a run writes: one per `--shard_index` when the work is split."""
     return "metadata.json" if num_shards == 1 else f"metadata-{shard_index:05d}-of-{num_shards:05d}.json"
@@ -126,7 +148,7 @@ def read_metadata(path: str) -> dict[str, Any]:
         if parts[-1].get("format") != METADATA_FORMAT:
             raise SmallBertError(f"{name}: not {METADATA_FORMAT} metadata")
     first = parts[0]
-    per_run = ("shard_index", "files", "rows_per_file", "counts", "statistics")
+    per_run = ("shard_index", "files", "rows_per_file", "file_checks", "counts", "statistics")
     local_paths = ("input_files", "vocab_file")  # machines may mount the same files elsewhere
 
     def settings(part: dict) -> dict:
@@ -143,6 +165,8 @@ def read_metadata(path: str) -> dict[str, Any]:
     files = sorted((f, rows) for p in parts for f, rows in zip(p["files"], p["rows_per_file"]))
     merged["files"] = [f for f, _ in files]
     merged["rows_per_file"] = [rows for _, rows in files]
+    if all("file_checks" in p for p in parts):  # older data tools recorded no sizes or hashes
+        merged["file_checks"] = {name: facts for p in parts for name, facts in p["file_checks"].items()}
     counts: dict[str, int] = {}
     for part in parts:
         for key, value in part["counts"].items():
@@ -153,13 +177,14 @@ def read_metadata(path: str) -> dict[str, Any]:
 
 
 def validate_for_model(data: str | dict, *, vocab_size: int, max_position_embeddings: int,
-                       max_seq_length: int | None = None) -> dict[str, Any]:
+                       max_seq_length: int | None = None, where: str | None = None) -> dict[str, Any]:
     """Checks a data directory (or its metadata) against a model config before any compile.
 
-    Raises SmallBertError naming the mismatch; returns the metadata.
+    `where` names the data in messages (default: the directory given). Raises SmallBertError naming the
+    mismatch; returns the metadata.
     """
     metadata = read_metadata(data) if isinstance(data, str) else data
-    where = data if isinstance(data, str) else "data"
+    where = where or (data if isinstance(data, str) else "the data")
     if metadata["max_token_id"] >= vocab_size:
         raise SmallBertError(f"{where}: token ids reach {metadata['max_token_id']} "
                              f"(vocab of {metadata['vocab_size']}) but the model's vocab_size is {vocab_size}")
@@ -170,6 +195,173 @@ def validate_for_model(data: str | dict, *, vocab_size: int, max_position_embedd
         raise SmallBertError(f"{where}: sequences are {metadata['max_seq_length']} long, "
                              f"--max_seq_length is {max_seq_length}")
     return metadata
+
+
+def check_vocab(metadata: dict[str, Any] | None, data_dir: str, vocab_file: str | None,
+                checkpoint: str | None = None) -> None:
+    """Checks that `vocab_file` and the checkpoint's vocab.txt (a directory's, or the one beside a weights file)
+    are the vocabulary the shards were made with (metadata's `vocab_sha256`; None for TFRecords, whose files do
+    not say: then only the two given files are compared with each other).
+
+    Raises SmallBertError naming both files.
+    """
+    recorded = None
+    if metadata is not None and metadata.get("vocab_sha256"):
+        recorded = (metadata["vocab_sha256"], f"the vocab {data_dir} was made with ({metadata['vocab_file']}, "
+                                              f"per its metadata.json)")
+    candidates = []
+    if vocab_file:
+        candidates.append(("--vocab_file", vocab_file))
+    if checkpoint:
+        directory = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)
+        if os.path.isfile(os.path.join(directory, "vocab.txt")):
+            candidates.append(("--init_checkpoint", os.path.join(directory, "vocab.txt")))
+    for flag, path in candidates:
+        digest = sha256_file(path)
+        if recorded is None:
+            recorded = (digest, path)
+        elif digest != recorded[0]:
+            raise SmallBertError(f"{flag}: {path} is not {recorded[1]}: their sha256 differ; the token ids "
+                                 "would mean other words")
+
+
+def verify_shards(files: list[str], metadata: dict[str, Any], mode: str = "full") -> None:
+    """Checks a data directory's MindRecord shards (`list_shards`) against its metadata before training.
+
+    off: nothing. fast: every listed shard and its .db index exist and no unlisted shard is present; sizes are
+    as recorded; each shard's header parses and accounts for its size and rows; each index is a sound SQLite
+    file with one entry per row. full: fast, plus every file's sha256 as recorded, hashed in parallel threads,
+    so one flipped byte anywhere is caught. Metadata of older data tools has no sizes or hashes: a warning,
+    then fast without the sizes. Raises SmallBertError naming the file.
+    """
+    if mode not in VERIFY_MODES:
+        raise SmallBertError(f"--verify_data: {mode!r} is not one of {', '.join(VERIFY_MODES)}")
+    if mode == "off" or not files:
+        return
+    directory = os.path.dirname(files[0])
+    listed, present = metadata["files"], {os.path.basename(f) for f in files}
+    for name in sorted(present - set(listed)):
+        raise SmallBertError(f"{os.path.join(directory, name)}: shard not listed in its directory's metadata "
+                             "(left from another run?); remove it or remake the directory")
+    checks = metadata.get("file_checks")
+    if checks is None:
+        logger.warning("%s: metadata has no shard sizes or hashes (written by an older data tool): checking "
+                       "headers and indexes only (--verify_data fast)", directory)
+        mode = "fast"
+    paths = []
+    for name, rows in zip(listed, metadata["rows_per_file"]):
+        path = os.path.join(directory, name)
+        for file in (path, path + ".db"):
+            if not os.path.isfile(file):
+                raise SmallBertError(f"{file}: listed in the metadata but missing; copy it again or remake "
+                                     "the directory")
+            if checks is not None and os.path.getsize(file) != checks[os.path.basename(file)]["bytes"]:
+                raise SmallBertError(f"{file}: {os.path.getsize(file)} bytes, the metadata records "
+                                     f"{checks[os.path.basename(file)]['bytes']} (truncated or replaced)")
+        _check_shard_header(path, rows)
+        _check_shard_index(path + ".db", name, rows)
+        paths += [path, path + ".db"]
+    if mode == "full":
+        _check_hashes(paths, checks)
+
+
+def _check_shard_header(path: str, rows: int) -> None:
+    """A MindRecord shard's JSON header (8-byte little-endian length, then JSON) parses, and its pages add up to
+    the file's size (header, full pages, then the used part of the last) and to `rows` rows."""
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8).ljust(8, b"\0"))
+            header = json.loads(f.read(length)) if 0 < length < 1 << 26 else None
+        pages = sorted(header["page"], key=lambda page: page["page_id"])
+        size = header["header_size"] + header["page_size"] * (len(pages) - 1) + pages[-1]["page_size"]
+        stored_rows = sum(p["end_row_id"] - p["start_row_id"] for p in pages if p["page_type"] == "BLOB_DATA")
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise SmallBertError(f"{path}: not a readable MindRecord shard (corrupt header)") from None
+    if size != os.path.getsize(path):
+        raise SmallBertError(f"{path}: {os.path.getsize(path)} bytes, its header describes {size} "
+                             "(truncated or corrupt)")
+    if stored_rows != rows:
+        raise SmallBertError(f"{path}: holds {stored_rows} rows, the metadata records {rows}")
+
+
+def _check_shard_index(path: str, name: str, rows: int) -> None:
+    """A shard's `.db` index (SQLite) passes SQLite's quick check, names the shard and has rows 0..rows-1."""
+    from urllib.parse import quote
+
+    try:
+        db = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro&immutable=1", uri=True)
+        try:
+            sound = db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+            count, low, high = db.execute("SELECT COUNT(*), MIN(ROW_ID), MAX(ROW_ID) FROM INDEXES").fetchone()
+            names = [n for (n,) in db.execute("SELECT NAME FROM SHARD_NAME")]
+        finally:
+            db.close()
+    except sqlite3.Error as err:
+        raise SmallBertError(f"{path}: corrupt shard index ({err})") from None
+    if not sound or (count, low, high) != (rows, 0, rows - 1) or names != [name]:
+        raise SmallBertError(f"{path}: corrupt shard index (does not describe the {rows} rows of {name})")
+
+
+def _check_hashes(paths: list[str], checks: dict[str, dict[str, Any]]) -> None:
+    """Hashes `paths` in parallel threads (a progress bar after 2 s); raises on the first that differs from `checks`."""
+    from tqdm import tqdm
+
+    total = sum(os.path.getsize(p) for p in paths)
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool, \
+            tqdm(total=total, unit="B", unit_scale=True, desc="verify data", leave=False, delay=2,
+                 dynamic_ncols=True) as bar:
+        for path, digest in zip(paths, pool.map(sha256_file, paths)):
+            bar.update(os.path.getsize(path))
+            if digest != checks[os.path.basename(path)]["sha256"]:
+                raise SmallBertError(f"{path}: content differs from its sha256 in the metadata (corrupt); copy "
+                                     "it again or remake the directory")
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for n in range(256):
+        for _ in range(8):
+            n = (n >> 1) ^ 0x82F63B78 if n & 1 else n >> 1
+        table.append(n)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's checksum: CRC-32C of `data`, rotated and offset ("masked")."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def verify_tfrecords(files: list[str], mode: str = "full") -> None:
+    """Checks Google TFRecord files before training (fast and full alike, unless "off"): every record's length
+    field matches its checksum and the records end exactly at the file's end, so a truncated file or a corrupt
+    length is caught. Google's files come with no sizes or hashes, and the payload checksums are not verified
+    (CRC-32C in Python is too slow): corrupt payloads are caught by the per-batch id check instead.
+    Raises SmallBertError naming the file and offset.
+    """
+    if mode not in VERIFY_MODES:
+        raise SmallBertError(f"--verify_data: {mode!r} is not one of {', '.join(VERIFY_MODES)}")
+    if mode == "off":
+        return
+    for path in files:
+        size, offset = os.path.getsize(path), 0
+        with open(path, "rb") as f:
+            while offset < size:
+                head = f.read(12)
+                length = int.from_bytes(head[:8], "little")
+                if len(head) < 12 or masked_crc32c(head[:8]) != int.from_bytes(head[8:], "little"):
+                    raise SmallBertError(f"{path}: corrupt TFRecord framing at byte {offset}")
+                offset += 12 + length + 4
+                if offset > size:
+                    raise SmallBertError(f"{path}: truncated: the record at byte {offset - length - 16} "
+                                         f"needs {offset - size} more bytes")
+                f.seek(offset)
 
 
 def epoch_order(num_rows: int, *, epoch: int, seed: int, shuffle: bool, num_shards: int,
@@ -235,6 +427,63 @@ def _tfrecord_dataset(files: list[str], *, epoch: int, seed: int, shuffle: bool,
     return data
 
 
+def _rows_per_file(files: list[str], metadata: dict[str, Any]) -> list[int]:
+    rows_per_file = dict(zip(metadata["files"], metadata["rows_per_file"]))
+    try:
+        return [rows_per_file[os.path.basename(f)] for f in files]
+    except KeyError as err:
+        raise SmallBertError(f"{err.args[0]}: shard is not listed in its directory's metadata") from None
+
+
+def _rank_rows(files: list[str], metadata: dict[str, Any], **order) -> np.ndarray:
+    """`epoch_order` of the rows of `files` (numbered through the files in order) for one rank."""
+    return epoch_order(sum(_rows_per_file(files, metadata)), **order)
+
+
+def checked_batches(files: list[str], batch_size: int, *, vocab_size: int, epoch: int = 0, seed: int = 0,
+                    shuffle: bool = True, num_shards: int = 1, shard_id: int = 0, skip_batches: int = 0,
+                    metadata: dict[str, Any] | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """`pretraining_dataset`'s batches as numpy dicts, each checked before it is yielded: ids in
+    [0, vocab_size), positions inside the sequence, masks, segments and labels 0 or 1, weights in [0, 1]
+    (a few vectorised min/max per batch). A corrupt row raises SmallBertError naming its shard and row
+    (TFRecords: the files, whose rows cannot be told apart), instead of training on garbage."""
+    dataset = pretraining_dataset(files, batch_size, epoch=epoch, seed=seed, shuffle=shuffle, num_shards=num_shards,
+                                  shard_id=shard_id, skip_batches=skip_batches, metadata=metadata)
+    rows = ends = None
+    if metadata is not None:
+        rows = _rank_rows(files, metadata, epoch=epoch, seed=seed, shuffle=shuffle, num_shards=num_shards,
+                          shard_id=shard_id)[skip_batches * batch_size:]
+        ends = np.cumsum(_rows_per_file(files, metadata))
+    for k, batch in enumerate(dataset.create_dict_iterator(num_epochs=1, output_numpy=True)):
+        problem = bad_row(batch, vocab_size)
+        if problem is None:
+            yield batch
+            continue
+        row, what = problem
+        if rows is None:
+            raise SmallBertError(f"{', '.join(files)}: a row holds {what}: the data is corrupt")
+        index = int(rows[k * batch_size + row])
+        shard = int(np.searchsorted(ends, index, side="right"))
+        raise SmallBertError(f"{files[shard]}: row {index - (ends[shard - 1] if shard else 0)} holds {what}: "
+                             "the shard is corrupt (check it with --verify_data full, or remake it)")
+
+
+def bad_row(batch: dict[str, np.ndarray], vocab_size: int) -> tuple[int, str] | None:
+    """The first row of a batch (COLUMNS → [B, ...] arrays) holding an impossible value, as (row, what), or None."""
+    seq_length = batch["input_ids"].shape[1]
+    limits = (("input_ids", 0, vocab_size - 1), ("masked_lm_ids", 0, vocab_size - 1),
+              ("masked_lm_positions", 0, seq_length - 1), ("input_mask", 0, 1), ("segment_ids", 0, 1),
+              ("next_sentence_labels", 0, 1), ("masked_lm_weights", 0.0, 1.0))
+    for column, low, high in limits:
+        values = batch[column].reshape(len(batch[column]), -1)
+        if values.min() >= low and values.max() <= high:  # also False for nan
+            continue
+        bad = ~((values >= low) & (values <= high))
+        row, position = (int(i) for i in np.argwhere(bad)[0])
+        return row, f"{column} {values[row, position]} (outside [{low}, {high}])"
+    return None
+
+
 def pretraining_dataset(files: list[str], batch_size: int, *, epoch: int = 0, seed: int = 0, shuffle: bool = True,
                         num_shards: int = 1, shard_id: int = 0, skip_batches: int = 0, drop_remainder: bool = True,
                         num_parallel_workers: int = 1, metadata: dict[str, Any] | None = None):
@@ -265,13 +514,8 @@ def pretraining_dataset(files: list[str], batch_size: int, *, epoch: int = 0, se
         return data.skip(skip_batches * batch_size).batch(batch_size, drop_remainder=drop_remainder)
 
     metadata = metadata or read_metadata(files[0])
-    rows_per_file = dict(zip(metadata["files"], metadata["rows_per_file"]))
-    try:
-        num_rows = sum(rows_per_file[os.path.basename(f)] for f in files)
-    except KeyError as err:
-        raise SmallBertError(f"{err.args[0]}: shard is not listed in its directory's metadata") from None
-    rows = epoch_order(num_rows, epoch=epoch, seed=seed, shuffle=shuffle, num_shards=num_shards, shard_id=shard_id)
-    rows = rows[skip_batches * batch_size:]
+    rows = _rank_rows(files, metadata, epoch=epoch, seed=seed, shuffle=shuffle, num_shards=num_shards,
+                      shard_id=shard_id)[skip_batches * batch_size:]
     if len(rows) < (batch_size if drop_remainder else 1):
         raise SmallBertError(f"skip_batches={skip_batches}: the epoch has only "
                              f"{(len(rows) + skip_batches * batch_size) // batch_size} batches of {batch_size} "
