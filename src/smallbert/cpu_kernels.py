@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import logging
 import os
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 
 import numpy as np
 
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
+
+from smallbert import native
 
 logger = logging.getLogger("smallbert")
 
@@ -56,59 +54,16 @@ def enabled() -> bool:
     return ms.get_context("device_target") == "CPU" and library() is not None
 
 
-def _cpu_signature() -> str:
-    """The CPU model and flags: a library built with -march=native must not be reused on another CPU."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            lines = [line for line in f if line.startswith(("model name", "flags"))]
-        return "".join(sorted(set(lines)))
-    except OSError:
-        return ""
-
-
 @functools.lru_cache(maxsize=None)
 def library() -> str | None:
     """Path of the compiled kernel library, building it on first call; None (and a warning) if it can't be built."""
-    compiler = os.environ.get("CXX") or "g++"
-    if shutil.which(compiler) is None:
-        logger.warning("fused CPU kernels: no C++ compiler (%s) found; %s", compiler, FALLBACK)
-        return None
-    with open(SOURCE, "rb") as f:
-        source = f.read()
-    try:
-        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        version = ""
-    key = hashlib.sha256(b"\0".join(x.encode() if isinstance(x, str) else x for x in
-                                    (source, " ".join(FLAGS), version, _cpu_signature()))).hexdigest()[:16]
-    cache = os.environ.get("SMALLBERT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "smallbert")
-    path = os.path.join(cache, f"cpu_kernels-{key}.so")
+    path = native.cache_path(SOURCE, FLAGS)
     allowed = [d for d in os.environ.get("MS_CUSTOM_AOT_WHITE_LIST", "").split(":") if d]
     if allowed and not any(os.path.abspath(path).startswith(os.path.join(os.path.abspath(d), "")) for d in allowed):
         logger.warning("fused CPU kernels: %s is outside MS_CUSTOM_AOT_WHITE_LIST (set SMALLBERT_CACHE_DIR inside "
-                       "it); %s", cache, FALLBACK)
+                       "it); %s", os.path.dirname(path), FALLBACK)
         return None
-    if os.path.exists(path):
-        return path
-    os.makedirs(cache, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    start = time.perf_counter()
-    try:
-        result = subprocess.run([compiler, *FLAGS, "-o", tmp, SOURCE], capture_output=True, text=True, timeout=300)
-        if result.returncode != 0:
-            first = (result.stderr.strip().splitlines() or ["unknown error"])[0]
-            logger.warning("fused CPU kernels: %s failed (%s); %s", compiler, first, FALLBACK)
-            return None
-        os.replace(tmp, path)  # atomic: concurrent ranks may build the same library
-        logger.info("fused CPU kernels: built %s in %.1f s", path, time.perf_counter() - start)
-    except (OSError, subprocess.SubprocessError) as err:
-        logger.warning("fused CPU kernels: could not build (%s); %s", err, FALLBACK)
-        return None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return native.build(SOURCE, FLAGS, "fused CPU kernels", FALLBACK, path)
 
 
 def _custom(name: str, out_shape, out_dtype) -> ops.Custom:

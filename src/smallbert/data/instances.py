@@ -16,9 +16,17 @@ The steps, random draws and their order are Google's, so that for the same docum
   * all instances are shuffled.
 The only difference is scale: the caller hands in a window of documents (see `pipeline.py`), not
 the whole corpus.
+
+`create_instance_arrays` runs the same steps in C++ (`instances.cc`, compiled on first use like the CPU
+kernels, see `native.py`), drawing from the `random.Random`'s own MT19937 state with CPython's
+`random()`, `_randbelow` and `shuffle`, so its arrays and the generator's final state are those of
+the Python code here; without a compiler (or with `SMALLBERT_NATIVE_DATA=0`) it runs the Python.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
 import random
 from dataclasses import dataclass
 from itertools import chain
@@ -26,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from smallbert import native
 from smallbert.errors import SmallBertError
 
 Document = list[list[int]]  # sentences of token ids
@@ -57,6 +66,13 @@ class TokenIds:
             raise SmallBertError(f"{vocab_file}: vocab lacks {', '.join(missing)}")
         return cls(cls=vocab["[CLS]"], sep=vocab["[SEP]"], mask=vocab["[MASK]"], words=tuple(vocab.values()),
                    continuation=frozenset(i for t, i in vocab.items() if t.startswith("##")))
+
+    @functools.cached_property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(words int32 [V], continuation uint8 [max id + 1]: 1 for "##" pieces), for the C++ builder."""
+        continuation = np.zeros(max(self.continuation, default=-1) + 1, np.uint8)
+        continuation[list(self.continuation)] = 1
+        return np.asarray(self.words, np.int32), continuation
 
 
 @dataclass(frozen=True)
@@ -272,3 +288,70 @@ def pack_instances(instances: list[TrainingInstance], max_seq_length: int,
         "masked_lm_weights": weights.astype(np.float32),
         "next_sentence_labels": np.fromiter((inst.is_random_next for inst in instances), np.int32, n).reshape(n, 1),
     }
+
+
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "instances.cc")
+_FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"]
+_FALLBACK = "building instances in Python (the same instances, several times slower)"
+
+
+@functools.lru_cache(maxsize=None)
+def native_library() -> ctypes.CDLL | None:
+    """The compiled instance builder, built on first call; None if switched off or it can't be built."""
+    if os.environ.get("SMALLBERT_NATIVE_DATA", "1") == "0":
+        return None
+    path = native.build(_SOURCE, _FLAGS, "native instance builder", _FALLBACK)
+    if path is None:
+        return None
+    lib = ctypes.CDLL(path)
+    p = ctypes.c_void_p
+    lib.sb_create_instances.restype = p
+    lib.sb_create_instances.argtypes = [p, p, p, ctypes.c_int64, p, ctypes.c_double, ctypes.c_double, p, p,
+                                        ctypes.c_int64, p, ctypes.c_int64, p, p]
+    lib.sb_pack.restype = None
+    lib.sb_pack.argtypes = [p, ctypes.c_int64, ctypes.c_int64, p, p, p, p, p, p, p]
+    lib.sb_draw.restype = None
+    lib.sb_draw.argtypes = [p, ctypes.c_int, ctypes.c_uint64, ctypes.c_int64, p, p]
+    return lib
+
+
+def _pointer(array: np.ndarray) -> int:
+    return array.ctypes.data
+
+
+def create_instance_arrays(documents: list[Document], config: InstanceConfig, ids: TokenIds,
+                           rng: random.Random) -> dict[str, np.ndarray]:
+    """`pack_instances(create_training_instances(...))`: the same arrays, and `rng` left in the same state,
+    computed in C++ when the library is available and `rng` is a plain `random.Random`."""
+    lib = native_library()
+    if lib is None or type(rng) is not random.Random or len(ids.words) >= 1 << 31:
+        instances = create_training_instances(documents, config, ids, rng)
+        return pack_instances(instances, config.max_seq_length, config.max_predictions_per_seq)
+    documents = [d for d in documents if d]
+    tokens = np.fromiter(chain.from_iterable(chain.from_iterable(documents)), np.int32)
+    sentence_start = np.zeros(sum(map(len, documents)) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, chain.from_iterable(documents)), np.int64, len(sentence_start) - 1),
+              out=sentence_start[1:])
+    document_start = np.zeros(len(documents) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, documents), np.int64, len(documents)), out=document_start[1:])
+    options = np.array([config.max_seq_length, config.max_predictions_per_seq, config.dupe_factor,
+                        config.do_whole_word_mask, config.dynamic_masking], np.int64)
+    special = np.array([ids.cls, ids.sep, ids.mask], np.int32)
+    words, continuation = ids.arrays
+    version, state, gauss_next = rng.getstate()
+    state = np.array(state, np.uint32)
+    count = np.zeros(1, np.int64)
+    handle = lib.sb_create_instances(
+        _pointer(tokens), _pointer(sentence_start), _pointer(document_start), len(documents), _pointer(options),
+        config.masked_lm_prob, config.short_seq_prob, _pointer(special), _pointer(words), len(words),
+        _pointer(continuation), len(continuation), _pointer(state), _pointer(count))
+    rng.setstate((version, tuple(state.tolist()), gauss_next))
+    n, seq, pred = int(count[0]), config.max_seq_length, config.max_predictions_per_seq
+    arrays = {"input_ids": np.zeros((n, seq), np.int32), "input_mask": np.zeros((n, seq), np.int32),
+              "segment_ids": np.zeros((n, seq), np.int32), "masked_lm_positions": np.zeros((n, pred), np.int32),
+              "masked_lm_ids": np.zeros((n, pred), np.int32), "masked_lm_weights": np.zeros((n, pred), np.float32),
+              "next_sentence_labels": np.zeros((n, 1), np.int32)}
+    lib.sb_pack(handle, seq, pred, *(_pointer(arrays[k]) for k in (
+        "input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids", "masked_lm_weights",
+        "next_sentence_labels")))
+    return arrays

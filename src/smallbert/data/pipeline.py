@@ -40,8 +40,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from smallbert.data.extract import Decoding, Document, expand_inputs, is_wiki_dump, read_documents
-from smallbert.data.instances import (WORD_CONTINUATION, InstanceConfig, TokenIds, create_training_instances,
-                                      pack_instances)
+from smallbert.data.instances import WORD_CONTINUATION, InstanceConfig, TokenIds, create_instance_arrays
 from smallbert.data.records import (METADATA_FORMAT, file_facts, metadata_name, sha256_file, summarize,
                                     write_mindrecord)
 from smallbert.errors import SmallBertError, output_directory
@@ -130,10 +129,9 @@ class _Worker:
             if document_ids:
                 tokenized.append(document_ids)
         rng = random.Random(self.config.random_seed + (chunk_index << 32))
-        instances = create_training_instances(tokenized, config, self.ids, rng)
-        if not instances:
+        arrays = create_instance_arrays(tokenized, config, self.ids, rng)
+        if not len(arrays["input_ids"]):
             return None, counts
-        arrays = pack_instances(instances, config.max_seq_length, config.max_predictions_per_seq)
         counts.update(_instance_counts(arrays, self.ids.mask))
         return arrays, counts
 
