@@ -6,9 +6,10 @@
 
 --init_checkpoint takes a run_pretrain.py output directory, a model directory (ours, or a Hugging Face BERT:
 config.json + model.safetensors or pytorch_model.bin; the classifier head starts fresh) or, with --bert_config_file,
-a weights file. Writes output_dir/best/ (the best epoch, save_pretrained format), eval_results.json and
-test_predictions.tsv (GLUE's `index<TAB>prediction`); with several --seeds, output_dir/seed_<s>/ each plus the
-mean ± std. The seed project's flags (--bert_ckpt --dataset_path --config --batch_size --test_batch_size) still work.
+a weights file. Without it the model trains from scratch (a random initialisation fixed by the seed), from
+--bert_config_file and --vocab_file alone. Writes output_dir/best/ (the best epoch, save_pretrained format),
+eval_results.json and test_predictions.tsv (GLUE's `index<TAB>prediction`); with several --seeds,
+output_dir/seed_<s>/ each plus the mean ± std. The seed project's flags (--bert_ckpt --dataset_path --config --batch_size --test_batch_size) still work.
 """
 from __future__ import annotations
 
@@ -35,13 +36,14 @@ def seed_list(text: str) -> tuple[int, ...]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    defaults = FinetuneConfig(data_dir="", init_checkpoint="", output_dir="")
+    defaults = FinetuneConfig(data_dir="", init_checkpoint=None, output_dir="")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--data_dir", "--dataset_path", required=True,
         help="GLUE's SST-2 directory: train.tsv and dev.tsv (sentence<TAB>label), test.tsv (index<TAB>sentence)")
-    add("--init_checkpoint", "--bert_ckpt", required=True,
-        help="run_pretrain.py output dir, model dir (ours or Hugging Face), or weights file with --bert_config_file")
+    add("--init_checkpoint", "--bert_ckpt",
+        help="run_pretrain.py output dir, model dir (ours or Hugging Face), or weights file with --bert_config_file "
+             "(default: none, train from a seeded random initialisation of --bert_config_file with --vocab_file)")
     add("--output_dir", default="outputs", help="where best/, eval_results.json and test_predictions.tsv go "
                                                  "(default: %(default)s)")
     add("--bert_config_file", "--config", help="model config JSON (default: the checkpoint directory's config.json)")

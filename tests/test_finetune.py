@@ -282,3 +282,25 @@ def test_encoding_and_its_cache(toy, tmp_path, monkeypatch):
     np.testing.assert_array_equal(cached.input_ids, encoded.input_ids)
     with pytest.raises(pytest.fail.Exception, match="cache not used"):  # another max_length is another key
         encode_split(split, tokenizer, vocab, 16, str(tmp_path / "cache"))
+
+
+def test_from_scratch_needs_only_config_and_vocab(toy, tmp_path):
+    """No --init_checkpoint: the seed fixes a random initialisation of --bert_config_file, which learns the toy."""
+    final = os.path.join(toy["run"], "final")
+    config_file, vocab = os.path.join(final, "config.json"), os.path.join(final, "vocab.txt")
+    config = BertConfig.from_json_file(config_file)
+    weights = []
+    for seed in (5, 5, 6):
+        ms.set_seed(seed)
+        weights.append(load_classifier(None, config, "O0").bert.embeddings.word_embeddings.weight.asnumpy())
+    np.testing.assert_array_equal(weights[0], weights[1])
+    assert not np.array_equal(weights[0], weights[2])
+    with pytest.raises(SmallBertError, match=r"--vocab_file: required to train from scratch"):
+        run(FinetuneConfig(data_dir=toy["data"], init_checkpoint=None, bert_config_file=config_file,
+                           output_dir="out"))
+    results = run(FinetuneConfig(data_dir=toy["data"], init_checkpoint=None, bert_config_file=config_file,
+                                 vocab_file=vocab, output_dir=str(tmp_path / "out"), **HPARAMS))
+    assert results["hparams"]["checkpoint"] is None
+    assert results["best_dev_accuracy_mean"] >= 0.9
+    assert sorted(os.listdir(tmp_path / "out" / "best")) == ["config.json", "model.ckpt", "tokenizer_config.json",
+                                                             "vocab.txt"]

@@ -54,11 +54,13 @@ class FinetuneConfig:
 
     `do_lower_case` None means: as the checkpoint's tokenizer_config.json says, else True (Google's default).
     `vocab_file` / `bert_config_file` None mean: the checkpoint directory's vocab.txt / config.json.
+    `init_checkpoint` None means from scratch: a seeded random initialisation of `bert_config_file`'s model
+    (both `bert_config_file` and `vocab_file` are then required).
     `cache_dir` None means `<data_dir>/cache`.
     """
 
     data_dir: str
-    init_checkpoint: str
+    init_checkpoint: str | None
     output_dir: str
     vocab_file: str | None = None
     bert_config_file: str | None = None
@@ -127,10 +129,21 @@ def checkpoint_dir(checkpoint: str) -> str:
     return checkpoint if os.path.isdir(checkpoint) else os.path.dirname(os.path.abspath(checkpoint))
 
 
-def resolve_inputs(cfg: FinetuneConfig) -> tuple[str, BertConfig, str, bool]:
-    """(checkpoint, BertConfig, vocab_file, do_lower_case) for `cfg`, each from its flag or the checkpoint's dir."""
-    checkpoint = resolve_checkpoint(cfg.init_checkpoint)
-    folder = checkpoint_dir(checkpoint)
+def resolve_inputs(cfg: FinetuneConfig) -> tuple[str | None, BertConfig, str, bool]:
+    """(checkpoint, BertConfig, vocab_file, do_lower_case) for `cfg`, each from its flag or the checkpoint's dir.
+
+    Without `init_checkpoint` (from scratch) the checkpoint is None and the config and vocab come from their flags.
+    """
+    if cfg.init_checkpoint is None:
+        for flag, value in (("--bert_config_file", cfg.bert_config_file), ("--vocab_file", cfg.vocab_file)):
+            if not value:
+                raise SmallBertError(f"{flag}: required to train from scratch (no --init_checkpoint)")
+        if not cfg.do_train:
+            raise SmallBertError("--init_checkpoint: required with --do_train false (a fine-tuned classifier)")
+        checkpoint, folder = None, None
+    else:
+        checkpoint = resolve_checkpoint(cfg.init_checkpoint)
+        folder = checkpoint_dir(checkpoint)
     config_file = cfg.bert_config_file or os.path.join(folder, CONFIG_NAME)
     if not cfg.bert_config_file and not os.path.isfile(config_file):
         raise SmallBertError(f"--bert_config_file: required, {folder} has no {CONFIG_NAME}")
@@ -138,11 +151,13 @@ def resolve_inputs(cfg: FinetuneConfig) -> tuple[str, BertConfig, str, bool]:
     vocab_file = cfg.vocab_file or os.path.join(folder, VOCAB_NAME)
     if not cfg.vocab_file and not os.path.isfile(vocab_file):
         raise SmallBertError(f"--vocab_file: required, {folder} has no {VOCAB_NAME}")
+    if not os.path.isfile(vocab_file):
+        raise SmallBertError(f"--vocab_file: {vocab_file}: no such file")
     do_lower_case = cfg.do_lower_case
     if do_lower_case is None:
-        do_lower_case = read_do_lower_case(folder)
+        do_lower_case = read_do_lower_case(folder) if folder else True
     if cfg.max_length > config.max_position_embeddings:
-        raise SmallBertError(f"--max_length: {cfg.max_length} exceeds the checkpoint's max_position_embeddings "
+        raise SmallBertError(f"--max_length: {cfg.max_length} exceeds the model's max_position_embeddings "
                              f"{config.max_position_embeddings}")
     return checkpoint, config, vocab_file, do_lower_case
 
@@ -164,15 +179,16 @@ def read_do_lower_case(folder: str) -> bool:
     return value
 
 
-def check_vocab(tokenizer: FullTokenizer, vocab_file: str, config: BertConfig, checkpoint: str) -> None:
+def check_vocab(tokenizer: FullTokenizer, vocab_file: str, config: BertConfig, checkpoint: str | None) -> None:
     """Raises SmallBertError if the vocab cannot feed this checkpoint: ids past its embedding table, no [CLS]..."""
     missing = [t for t in SPECIAL_TOKENS if t not in tokenizer.vocab]
     if missing:
         raise SmallBertError(f"{vocab_file}: vocab has no {', '.join(missing)} token(s)")
     num_ids = max(tokenizer.vocab.values()) + 1
     if num_ids > config.vocab_size:
-        raise SmallBertError(f"{vocab_file}: vocab has {num_ids} ids but {checkpoint} was trained with vocab_size "
-                             f"{config.vocab_size}: this vocab does not belong to this checkpoint")
+        model = checkpoint or "the --bert_config_file model"
+        raise SmallBertError(f"{vocab_file}: vocab has {num_ids} ids but {model} has vocab_size "
+                             f"{config.vocab_size}: this vocab does not belong to this model")
     if num_ids < config.vocab_size:
         logger.warning("%s: %d ids for an embedding table of %d rows; check it is the checkpoint's vocab", vocab_file,
                        num_ids, config.vocab_size)
@@ -198,8 +214,14 @@ class ClassifierWithLoss(nn.Cell):
         return ops.cross_entropy(logits, labels), logits
 
 
-def load_classifier(checkpoint: str, config: BertConfig, amp: str) -> BertForSequenceClassification:
-    """BertForSequenceClassification with the checkpoint's weights; a head it lacks is initialised fresh."""
+def load_classifier(checkpoint: str | None, config: BertConfig, amp: str) -> BertForSequenceClassification:
+    """BertForSequenceClassification with the checkpoint's weights; a head it lacks is initialised fresh.
+
+    `checkpoint` None: every weight is freshly initialised (from scratch), as `ms.set_seed` fixes it.
+    """
+    if checkpoint is None:
+        logger.info("no --init_checkpoint: training from a random initialisation")
+        return BertForSequenceClassification(config, num_labels=NUM_LABELS, compute_dtype=AMP_DTYPES[amp])
     model = BertForSequenceClassification.from_pretrained(checkpoint, config=config, num_labels=NUM_LABELS,
                                                           compute_dtype=AMP_DTYPES[amp])
     if any(name.startswith("classifier.") for name in model.load_report.missing):
@@ -267,9 +289,9 @@ class Data:
     test_ids: Encoded | None
 
 
-def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str, config: BertConfig, data: Data, out_dir: str,
+def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: BertConfig, data: Data, out_dir: str,
                vocab_file: str, do_lower_case: bool) -> dict:
-    """Fine-tunes from `checkpoint` with `seed`; writes out_dir/best/ and out_dir/test_predictions.tsv.
+    """Fine-tunes from `checkpoint` (None: from scratch) with `seed`; writes out_dir/best/, test_predictions.tsv.
 
     The seed fixes the classifier head's initialisation, dropout and the batch order. Returns this seed's results:
     per-epoch train loss, dev accuracy/loss and seconds, and the best epoch.
@@ -353,7 +375,7 @@ def evaluate_only(cfg: FinetuneConfig, checkpoint: str, config: BertConfig, data
 
 
 def load_data(cfg: FinetuneConfig, vocab_file: str, do_lower_case: bool, config: BertConfig,
-              checkpoint: str) -> Data:
+              checkpoint: str | None) -> Data:
     """Reads, checks and encodes the splits the run needs; all user-input errors surface here."""
     train = read_split(cfg.data_dir, "train") if cfg.do_train else None
     dev = read_split(cfg.data_dir, "dev")
