@@ -211,7 +211,7 @@ def test_cli_one_line_error(toy, teacher_dir, tmp_path):
     process = subprocess.run(
         [sys.executable, SCRIPT, "--teacher", teacher_dir, "--data_dir", toy["few"], "--bert_config_file",
          toy["configs"]["student"], "--vocab_file", toy["student_vocab"], "--transfer_file", str(empty),
-         "--output_dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+         "--train_batch_size", "8", "--output_dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
     assert process.returncode == 2, process.stderr
     assert process.stderr.strip().splitlines()[-1] == f"error: --transfer_file: {empty}: no sentences (empty or " \
                                                       f"blank lines only)"
