@@ -290,11 +290,13 @@ class Data:
 
 
 def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: BertConfig, data: Data, out_dir: str,
-               vocab_file: str, do_lower_case: bool) -> dict:
+               vocab_file: str, do_lower_case: bool, net_with_loss=None, train_columns=None) -> dict:
     """Fine-tunes from `checkpoint` (None: from scratch) with `seed`; writes out_dir/best/, test_predictions.tsv.
 
     The seed fixes the classifier head's initialisation, dropout and the batch order. Returns this seed's results:
-    per-epoch train loss, dev accuracy/loss and seconds, and the best epoch.
+    per-epoch train loss, dev accuracy/loss and seconds, and the best epoch. `net_with_loss(model)` (default
+    ClassifierWithLoss) is the Cell trained; `train_columns(rows)` (default: the rows' labels) the batch columns it
+    takes after input_ids, token_type_ids and attention_mask (distillation adds the teacher's logits).
     """
     ms.set_seed(seed)
     rng = np.random.default_rng(seed)
@@ -305,7 +307,7 @@ def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: B
     schedule = WarmupPolynomialDecay(cfg.lr, int(total_steps * cfg.warmup_proportion), total_steps)
     optimizer = build_optimizer("adamw", model.trainable_params(), schedule, weight_decay=cfg.weight_decay)
     loss_scale = DynamicLossScale() if cfg.amp == "O2" else None
-    step = TrainStep(ClassifierWithLoss(model), optimizer, max_grad_norm=cfg.max_grad_norm, loss_scale=loss_scale)
+    step = TrainStep((net_with_loss or ClassifierWithLoss)(model), optimizer, max_grad_norm=cfg.max_grad_norm, loss_scale=loss_scale)
     forward = ms.jit(model.construct)
     best_dir = os.path.join(out_dir, "best")
     epochs, best = [], None
@@ -316,7 +318,7 @@ def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: B
                    desc=f"seed {seed} epoch {epoch}/{cfg.epochs}", unit="batch")
         for rows in bar:
             batch = make_batch(data.train_ids, rows, buckets, cfg.train_batch_size)
-            out = step.step(*batch, data.train.labels[rows])
+            out = step.step(*batch, *(train_columns(rows) if train_columns else (data.train.labels[rows],)))
             losses.append(out.loss)
             skipped += out.overflow
             bar.set_postfix(loss=f"{out.loss:.4f}")

@@ -1,0 +1,218 @@
+"""Distillation on the toy SST-2 task of test_finetune: a tiny teacher trained on all 320 labels teaches a student
+that sees 16 labels plus the other sentences as unlabelled text, with its own (differently ordered) vocab.
+
+Module-scoped runs: the teacher (run_classify's path), the labels-only student and the distilled student; the
+other tests reuse the teacher or fail before anything compiles.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from mindspore import Tensor
+
+from smallbert import BertConfig, BertForSequenceClassification
+from smallbert.errors import SmallBertError
+from smallbert.finetune import FinetuneConfig, run
+from smallbert.finetune import teacher as teacher_module
+from smallbert.finetune.distill import DistillConfig, distillation_loss, read_transfer_file, run_distill
+from smallbert.finetune.teacher import load_teacher, teacher_logits
+from test_finetune import write_toy_sst2, write_vocab
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "finetuningSST2",
+                      "run_distill.py")
+COMMON = dict(max_length=32, pad_to_max_length=True, train_batch_size=8, eval_batch_size=32, lr=5e-4)
+FEW = 16  # labelled rows the student gets
+
+
+def tiny(vocab_size: int) -> BertConfig:
+    return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=64)
+
+
+def shuffled_vocab(source: str, target: str, size: int) -> None:
+    """The same words as `source` in another order (specials first), `size` ids: another vocab for the student."""
+    with open(source, encoding="utf-8") as f:
+        tokens = f.read().split()
+    specials, words = tokens[:5], [t for t in tokens[5:] if not t.startswith("[unused")]
+    words = list(np.random.default_rng(3).permutation(words))
+    tokens = specials + words + [f"[unused{i}]" for i in range(size - len(specials) - len(words))]
+    with open(target, "w", encoding="utf-8") as f:
+        f.write("\n".join(tokens) + "\n")
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """Teacher data (all 320 labels), few-label data (16 labels + a transfer file of the other 304 sentences)."""
+    root = str(tmp_path_factory.mktemp("distill"))
+    full = os.path.join(root, "full")
+    write_toy_sst2(full)
+    teacher_vocab, student_vocab = os.path.join(root, "teacher_vocab.txt"), os.path.join(root, "student_vocab.txt")
+    write_vocab(teacher_vocab)
+    shuffled_vocab(teacher_vocab, student_vocab, 100)
+    configs = {}
+    for name, size in (("teacher", 128), ("student", 100)):
+        configs[name] = os.path.join(root, f"{name}_config.json")
+        tiny(size).to_json_file(configs[name])
+    with open(os.path.join(full, "train.tsv"), encoding="utf-8") as f:
+        header, *rows = f.read().splitlines()
+    few = os.path.join(root, "few")
+    os.makedirs(few)
+    with open(os.path.join(few, "train.tsv"), "w", encoding="utf-8") as f:
+        f.write("\n".join([header] + rows[:FEW]) + "\n")
+    for name in ("dev", "test"):
+        os.symlink(os.path.join(full, f"{name}.tsv"), os.path.join(few, f"{name}.tsv"))
+    transfer = os.path.join(root, "unlabelled.txt")
+    sentences = [r.split("\t")[0] for r in rows[FEW:]]
+    with open(transfer, "w", encoding="utf-8") as f:  # Google's format: blank lines between "documents"
+        f.write("".join(s + ("\n\n" if i % 7 == 6 else "\n") for i, s in enumerate(sentences)))
+    return {"root": root, "full": full, "few": few, "transfer": transfer, "configs": configs,
+            "teacher_vocab": teacher_vocab, "student_vocab": student_vocab, "num_unlabelled": len(sentences)}
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(toy):
+    results = run(FinetuneConfig(data_dir=toy["full"], init_checkpoint=None, output_dir=os.path.join(toy["root"],
+                  "teacher"), bert_config_file=toy["configs"]["teacher"], vocab_file=toy["teacher_vocab"],
+                  epochs=5, do_predict=False, **COMMON))
+    assert results["best_dev_accuracy_mean"] >= 0.9  # a strong teacher, else the comparison means nothing
+    return results["best_checkpoint"]
+
+
+def student(toy, **overrides) -> dict:
+    return dict(data_dir=toy["few"], init_checkpoint=None, bert_config_file=toy["configs"]["student"],
+                vocab_file=toy["student_vocab"], **{**COMMON, **overrides})
+
+
+def test_distillation_beats_labels_only_with_few_labels(toy, teacher_dir):
+    distilled_out = os.path.join(toy["root"], "distilled")
+    distilled = run_distill(DistillConfig(teacher=teacher_dir, transfer_files=(toy["transfer"],),
+                                          output_dir=distilled_out, epochs=3, temperature=2.0, alpha=0.5,
+                                          **student(toy)))
+    steps = distilled["hparams"]["steps_per_epoch"] * 3
+    # Labels only, with as many updates: 16 rows are 2 batches an epoch.
+    labels_only = run(FinetuneConfig(output_dir=os.path.join(toy["root"], "labels_only"), epochs=steps // 2,
+                                     do_predict=False, **student(toy)))
+    assert distilled["hparams"]["num_train_examples"] == FEW + toy["num_unlabelled"]
+    assert distilled["hparams"]["num_labelled_examples"] == FEW
+    assert distilled["teacher_dev_accuracy"] >= 0.9
+    assert distilled["best_dev_accuracy_mean"] >= 0.85
+    assert distilled["best_dev_accuracy_mean"] >= labels_only["best_dev_accuracy_mean"] + 0.1, \
+        (distilled["best_dev_accuracy_mean"], labels_only["best_dev_accuracy_mean"])
+    # Outputs as run_classify.py's; best/ reloads in run_classify.py and reproduces its dev accuracy.
+    with open(os.path.join(distilled_out, "eval_results.json"), encoding="utf-8") as f:
+        assert json.load(f) == distilled
+    with open(os.path.join(distilled_out, "test_predictions.tsv"), encoding="utf-8") as f:
+        assert f.readline() == "index\tprediction\n" and len(f.readlines()) == 48
+    evaluated = run(FinetuneConfig(data_dir=toy["few"], init_checkpoint=os.path.join(distilled_out, "best"),
+                                   output_dir="eval", do_train=False, **COMMON))
+    assert evaluated["dev_accuracy"] == distilled["best_dev_accuracy_mean"]
+
+
+def test_soft_loss_matches_numpy():
+    rng = np.random.default_rng(0)
+    student_logits, teacher = rng.normal(size=(6, 3)) * 2, rng.normal(size=(6, 3)) * 2
+    labels = np.array([0, 2, -1, 1, -1, 2])
+
+    def log_softmax(x):
+        x = x - x.max(axis=1, keepdims=True)
+        return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+
+    for temperature, alpha in ((1.0, 0.0), (2.0, 0.0), (4.0, 0.7)):
+        soft = -(np.exp(log_softmax(teacher / temperature)) * log_softmax(student_logits / temperature)).sum(1)
+        hard = -log_softmax(student_logits)[np.flatnonzero(labels >= 0), labels[labels >= 0]]
+        expected = temperature ** 2 * soft.mean() + alpha * hard.mean()
+        got = distillation_loss(Tensor(student_logits.astype(np.float32)), Tensor(teacher.astype(np.float32)),
+                                Tensor(labels.astype(np.int32)), temperature, alpha)
+        assert float(got.asnumpy()) == pytest.approx(expected, rel=1e-5)
+    # No labelled row: the hard term is 0, not nan.
+    got = distillation_loss(Tensor(student_logits.astype(np.float32)), Tensor(teacher.astype(np.float32)),
+                            Tensor(np.full(6, -1, np.int32)), 1.0, 1.0)
+    soft = -(np.exp(log_softmax(teacher)) * log_softmax(student_logits)).sum(1).mean()
+    assert float(got.asnumpy()) == pytest.approx(soft, rel=1e-5)
+
+
+def test_teacher_logits_cache_reuse_resume_and_invalidation(toy, teacher_dir, tmp_path, monkeypatch):
+    teacher = load_teacher(teacher_dir, 2)
+    sentences = [f"the film was {'good' if i % 2 else 'bad'} ." for i in range(23)]
+    path = str(tmp_path / "logits.npz")
+    calls, interrupt_at = [], [3]
+    encode = teacher_module.encode_sentences
+
+    def interrupted(chunk, *args):
+        calls.append(len(chunk))
+        if len(calls) == interrupt_at[0]:
+            raise KeyboardInterrupt
+        return encode(chunk, *args)
+
+    monkeypatch.setattr(teacher_module, "encode_sentences", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        teacher_logits(teacher, sentences, "digest-a", 32, 8, path, chunk_rows=5)
+    assert not os.path.exists(path) and len(os.listdir(f"{path}.partial")) == 3  # key + 2 chunks
+    calls.clear()
+    interrupt_at[0] = 0
+    resumed = teacher_logits(teacher, sentences, "digest-a", 32, 8, path, chunk_rows=5)
+    assert calls == [5, 5, 3]  # only the chunks not yet written
+    assert not os.path.exists(f"{path}.partial")
+    monkeypatch.setattr(teacher_module, "encode_sentences", encode)
+    fresh = teacher_logits(teacher, sentences, "digest-a", 32, 8, str(tmp_path / "fresh.npz"), chunk_rows=100)
+    np.testing.assert_allclose(resumed, fresh, rtol=1e-6, atol=1e-6)
+    assert np.mean(fresh.argmax(1) == np.arange(23) % 2) == 1.0
+
+    monkeypatch.setattr(teacher_module, "encode_sentences", lambda *a: pytest.fail("cache not used"))
+    np.testing.assert_array_equal(teacher_logits(teacher, sentences, "digest-a", 32, 8, path), resumed)
+    with pytest.raises(SmallBertError, match="written for another --max_length"):
+        teacher_logits(teacher, sentences, "digest-a", 16, 8, path)
+    with pytest.raises(SmallBertError, match="written for other transfer text"):
+        teacher_logits(teacher, sentences, "digest-b", 32, 8, path)
+    teacher.digest = "another"
+    with pytest.raises(SmallBertError, match=r"logits.npz was written for another teacher \("):
+        teacher_logits(teacher, sentences, "digest-a", 32, 8, path)
+
+
+def test_bad_inputs_fail_before_any_output(toy, teacher_dir, tmp_path):
+    def fails(message, **overrides):
+        kwargs = {"teacher": teacher_dir, "output_dir": str(tmp_path / "out"), **student(toy), **overrides}
+        with pytest.raises(SmallBertError, match=message):
+            run_distill(DistillConfig(**kwargs))
+        assert not os.path.exists(tmp_path / "out")
+
+    three = str(tmp_path / "three_labels")
+    BertForSequenceClassification(tiny(128), num_labels=3).save_pretrained(three, vocab_file=toy["teacher_vocab"])
+    fails(r"--teacher: .*three_labels has 3 labels but the task has 2", teacher=three)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n  \n")
+    fails(r"--transfer_file: .*empty.txt: no sentences", transfer_files=(toy["transfer"], str(empty)))
+    fails(r"--transfer_file: .*missing.txt: cannot read", transfer_files=(str(tmp_path / "missing.txt"),))
+    fails(r"--bert_config_file: .*teacher_config.json has vocab_size 128 but --vocab_file .* has 100 ids",
+          bert_config_file=toy["configs"]["teacher"])
+    # A cache at an explicit path written for another teacher: refused, not overwritten.
+    other = str(tmp_path / "other_teacher")
+    BertForSequenceClassification(tiny(128)).save_pretrained(other, vocab_file=toy["teacher_vocab"])
+    cache = str(tmp_path / "logits.npz")
+    teacher_logits(load_teacher(other, 2), ["good"], "x", 32, 8, cache)
+    fails(r"--logits_cache: .*logits.npz was written for another teacher \(.*other_teacher\)", logits_cache=cache)
+
+
+def test_transfer_file_formats(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text("First doc, one.\nFirst doc, two.\n\n\nSecond doc.\n", encoding="utf-8")
+    sentences, digest = read_transfer_file(str(path))
+    assert sentences == ["First doc, one.", "First doc, two.", "Second doc."] and len(digest) == 40
+
+
+def test_cli_one_line_error(toy, teacher_dir, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    process = subprocess.run(
+        [sys.executable, SCRIPT, "--teacher", teacher_dir, "--data_dir", toy["few"], "--bert_config_file",
+         toy["configs"]["student"], "--vocab_file", toy["student_vocab"], "--transfer_file", str(empty),
+         "--train_batch_size", "8", "--output_dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert process.returncode == 2, process.stderr
+    assert process.stderr.strip().splitlines()[-1] == f"error: --transfer_file: {empty}: no sentences (empty or " \
+                                                      f"blank lines only)"
+    assert not os.path.exists(tmp_path / "out")
