@@ -10,24 +10,25 @@ from smallbert.optim import WarmupPolynomialDecay, build_optimizer, excluded_fro
 
 
 def reference_step(name, params, grads, state, lr, weight_decay, step, beta1=0.9, beta2=0.999, eps=1e-6):
-    """Google's AdamWeightDecay (no bias correction) / LAMB update in float64, in place; `step` is 1-based."""
+    """One update in float64, in place; `step` is 1-based. adamw: Google's AdamWeightDecay (no bias correction).
+    lamb: You et al. 2019, Algorithm 2, with TF-Addons' default exclusions: LayerNorm and bias parameters get
+    neither weight decay nor the trust ratio (phi = identity; ratio 1 where a norm is zero)."""
     for key, w in params.items():
+        excluded = "LayerNorm" in key or key.endswith("bias")
         g = grads[key]
         m = state.setdefault(f"m.{key}", np.zeros_like(w))
         v = state.setdefault(f"v.{key}", np.zeros_like(w))
         m[...] = beta1 * m + (1 - beta1) * g
         v[...] = beta2 * v + (1 - beta2) * g * g
         if name == "adamw":
-            update = m / (np.sqrt(v) + eps)
-        else:
-            update = (m / (1 - beta1 ** step)) / (np.sqrt(v / (1 - beta2 ** step)) + eps)
-        if not ("LayerNorm" in key or key.endswith("bias")):
-            update = update + weight_decay * w
-        ratio = 1.0
-        if name == "lamb":
-            w_norm, u_norm = np.linalg.norm(w), np.linalg.norm(update)
-            ratio = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
-        w -= lr * ratio * update
+            update = m / (np.sqrt(v) + eps) + (0.0 if excluded else weight_decay) * w
+            w -= lr * update
+            continue
+        m_hat, v_hat = m / (1 - beta1 ** step), v / (1 - beta2 ** step)
+        r = m_hat / (np.sqrt(v_hat) + eps) + (0.0 if excluded else weight_decay) * w
+        w_norm, r_norm = np.linalg.norm(w), np.linalg.norm(r)
+        ratio = w_norm / r_norm if not excluded and w_norm > 0 and r_norm > 0 else 1.0
+        w -= lr * ratio * r
 
 
 class Tiny(nn.Cell):
@@ -50,24 +51,56 @@ def test_decay_exclusion_names():
 
 
 @pytest.mark.parametrize("name", ["adamw", "lamb"])
-def test_optimizer_matches_numpy_reference(name):
+@pytest.mark.parametrize("scheduled", [False, True])
+def test_optimizer_matches_numpy_reference(name, scheduled):
     rng = np.random.default_rng(0)
     net = Tiny(rng)
     params = net.trainable_params()
-    lr, weight_decay = 0.05, 0.1
-    optimizer = build_optimizer(name, params, lr, weight_decay=weight_decay)
+    weight_decay = 0.1
+    schedule = WarmupPolynomialDecay(0.05, warmup_steps=2, decay_steps=5, end_learning_rate=0.01)
+    optimizer = build_optimizer(name, params, schedule if scheduled else 0.05, weight_decay=weight_decay)
     step_fn = ms.jit(optimizer)
     expected = {p.name: p.asnumpy().astype(np.float64) for p in params}
     state = {}
-    for step in range(1, 4):
+    for step in range(1, 5):
         grads = {p.name: rng.normal(size=p.shape) for p in params}
         step_fn(tuple(Tensor(grads[p.name].astype(np.float32)) for p in params))
+        lr = schedule.value(step - 1) if scheduled else 0.05
         reference_step(name, expected, grads, state, lr, weight_decay, step)
     # MindSpore's fused CPU AdamWeightDecay kernel divides with ~1e-5 relative error; a wrongly decayed tensor
     # would be off by lr * weight_decay * |w| ~ 5e-3 per step, far outside this tolerance.
     for p in params:
         np.testing.assert_allclose(p.asnumpy(), expected[p.name], rtol=1e-5, atol=2e-5, err_msg=p.name)
-    assert int(optimizer.global_step.asnumpy()[0]) == 3
+    assert int(optimizer.global_step.asnumpy()[0]) == 4
+
+
+def test_lamb_moves_a_zero_bias_by_about_lr_per_step():
+    """Under Google's warmup, a zero-initialised bias with a steady gradient moves by ~lr(t) per update (Adam's
+    |m/sqrt(v)| ~ 1). With a trust ratio it would move by lr(t) times its own norm: after warmup's lr(0) = 0 it is
+    still zero, then ~lr(1), then ~lr(1)·lr(2), ... and stay frozen."""
+    net = Tiny(np.random.default_rng(2))
+    params = net.trainable_params()
+    schedule = WarmupPolynomialDecay(1e-2, warmup_steps=5, decay_steps=20)
+    optimizer = build_optimizer("lamb", params, schedule, weight_decay=0.01)
+    step_fn = ms.jit(optimizer)
+    grads = tuple(Tensor(np.full(p.shape, 0.3, np.float32)) for p in params)
+    for _ in range(10):
+        step_fn(grads)
+    bias = net.dense_bias.asnumpy()
+    moved = sum(schedule.value(t) for t in range(10))
+    np.testing.assert_allclose(bias, -moved, rtol=1e-3)
+    # The adaptation is still on for the weight matrix, and can be switched off for everything.
+    adapted = Tiny(np.random.default_rng(2))
+    plain = Tiny(np.random.default_rng(2))
+    for net_, exclude in ((adapted, None), (plain, lambda name: True)):
+        opt = build_optimizer("lamb", net_.trainable_params(), 1e-2, weight_decay=0.0,
+                              exclude_from_layer_adaptation=exclude)
+        ms.jit(opt)(tuple(Tensor(np.full(p.shape, 0.3, np.float32)) for p in net_.trainable_params()))
+    start = Tiny(np.random.default_rng(2)).dense_weight.asnumpy()
+    w_norm = np.linalg.norm(start)
+    np.testing.assert_allclose(adapted.dense_weight.asnumpy(), start - 1e-2 * w_norm / np.sqrt(start.size),
+                               rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(plain.dense_weight.asnumpy(), start - 1e-2, rtol=1e-4, atol=1e-7)
 
 
 def test_warmup_polynomial_decay_values():

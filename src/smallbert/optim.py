@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
@@ -74,20 +74,24 @@ def grouped_parameters(params: Sequence[Parameter], weight_decay: float) -> list
 
 def _lamb_update(beta1: Tensor, beta2: Tensor, eps: Tensor, lr: Tensor, bias_correction1: Tensor,
                  bias_correction2: Tensor, weight_decay: Tensor, param: Parameter, m: Parameter, v: Parameter,
-                 gradient: Tensor, decay: bool) -> Tensor:
-    """One LAMB update of one parameter tensor, in float32; returns the new parameter value."""
+                 gradient: Tensor, decay: bool, adapt: bool) -> Tensor:
+    """One LAMB update of one parameter tensor, in float32; returns the new parameter value.
+
+    adapt False: trust ratio 1 (a plain Adam step with bias correction), for LayerNorm weights and biases."""
     gradient = gradient.astype(mstype.float32)
     next_m = beta1 * m + (1.0 - beta1) * gradient
     next_v = beta2 * v + (1.0 - beta2) * ops.square(gradient)
     update = (next_m / bias_correction1) / (ops.sqrt(next_v / bias_correction2) + eps)
     if decay:
         update = update + weight_decay * param
-    # Layer-wise trust ratio ||w|| / ||update||, 1 when either norm is zero (fresh biases, zero gradients).
-    weight_norm = ops.norm(param)
-    update_norm = ops.norm(update)
-    trust_ratio = ops.select(ops.logical_and(weight_norm > 0.0, update_norm > 0.0),
-                             weight_norm / update_norm, ops.ones_like(weight_norm))
-    next_param = param - lr * trust_ratio * update
+    if adapt:
+        # Layer-wise trust ratio ||w|| / ||update||, 1 when either norm is zero (zero gradients).
+        weight_norm = ops.norm(param)
+        update_norm = ops.norm(update)
+        trust_ratio = ops.select(ops.logical_and(weight_norm > 0.0, update_norm > 0.0),
+                                 weight_norm / update_norm, ops.ones_like(weight_norm))
+        update = trust_ratio * update
+    next_param = param - lr * update
     ops.assign(m, next_m)
     ops.assign(v, next_v)
     ops.assign(param, next_param)
@@ -100,17 +104,24 @@ class Lamb(nn.Optimizer):
     Per parameter tensor w with gradient g at update t = 1, 2, ...:
         m = β1·m + (1-β1)·g,   v = β2·v + (1-β2)·g²
         u = (m / (1-β1^t)) / (sqrt(v / (1-β2^t)) + eps) + λ·w      (λ = 0 for LayerNorm and bias)
-        w = w - lr · (||w|| / ||u||) · u                           (ratio 1 when a norm is zero)
-    which is the update `nn.Lamb` documents. Moments are named `lamb_m.<param>` / `lamb_v.<param>`.
+        w = w - lr · r · u,   r = ||w|| / ||u||  (1 when a norm is zero, or w is excluded from layer adaptation)
+    which is You et al.'s Algorithm 2. As in TF-Addons (`exclude_from_layer_adaptation`, defaulting to the
+    weight-decay exclusions) and NVIDIA's BERT LAMB, LayerNorm weights and biases get no trust ratio: with one, a
+    zero-initialised bias would move in proportion to its own tiny norm and stay frozen for the whole run.
+    Moments are named `lamb_m.<param>` / `lamb_v.<param>`.
 
     Args:
         params: a list of Parameters or of group dicts with "params" and "weight_decay" (see `grouped_parameters`).
         learning_rate: float or LearningRateSchedule (called with the number of updates already applied).
+        exclude_from_layer_adaptation: parameter name → True for a trust ratio of 1; default
+            `excluded_from_weight_decay` (LayerNorm and bias); `lambda name: False` adapts every tensor.
     """
 
     def __init__(self, params, learning_rate, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-6,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, exclude_from_layer_adaptation: Callable[[str], bool] | None = None):
         super().__init__(learning_rate, params, weight_decay)
+        excluded = exclude_from_layer_adaptation or excluded_from_weight_decay
+        self.adapt_flags = tuple(not excluded(p.name) for p in self._parameters)
         self.beta1 = Tensor(beta1, mstype.float32)
         self.beta2 = Tensor(beta2, mstype.float32)
         self.eps = Tensor(eps, mstype.float32)
@@ -127,19 +138,22 @@ class Lamb(nn.Optimizer):
         if not self.is_group:
             weight_decay = (weight_decay,) * len(self._parameters)
         updated = ()
-        for param, m, v, gradient, wd, decay in zip(self._parameters, self.moments1, self.moments2, gradients,
-                                                    weight_decay, self.decay_flags):
+        for param, m, v, gradient, wd, decay, adapt in zip(self._parameters, self.moments1, self.moments2,
+                                                           gradients, weight_decay, self.decay_flags,
+                                                           self.adapt_flags):
             updated += (_lamb_update(self.beta1, self.beta2, self.eps, lr, bias_correction1, bias_correction2, wd,
-                                     param, m, v, gradient, decay),)
+                                     param, m, v, gradient, decay, adapt),)
         return updated
 
 
 def build_optimizer(name: str, params: Sequence[Parameter], learning_rate: float | LearningRateSchedule, *,
                     weight_decay: float = 0.01, beta1: float = 0.9, beta2: float = 0.999,
-                    eps: float = 1e-6) -> nn.Optimizer:
+                    eps: float = 1e-6,
+                    exclude_from_layer_adaptation: Callable[[str], bool] | None = None) -> nn.Optimizer:
     """Returns the optimizer `name` ("adamw" or "lamb") over `params`, Google's BERT settings by default.
 
-    Weight decay applies to every parameter except LayerNorm weights and biases (`excluded_from_weight_decay`).
+    Weight decay applies to every parameter except LayerNorm weights and biases (`excluded_from_weight_decay`);
+    so does Lamb's trust ratio unless `exclude_from_layer_adaptation` says otherwise (see `Lamb`).
     The optimizer's `global_step` Parameter counts applied updates and is what `learning_rate` is evaluated at.
     """
     if name not in OPTIMIZERS:
@@ -149,5 +163,6 @@ def build_optimizer(name: str, params: Sequence[Parameter], learning_rate: float
     groups = grouped_parameters(list(params), weight_decay)
     if name == "adamw":
         return nn.AdamWeightDecay(groups, learning_rate, beta1=beta1, beta2=beta2, eps=eps)
-    return Lamb(groups, learning_rate, beta1=beta1, beta2=beta2, eps=eps)
+    return Lamb(groups, learning_rate, beta1=beta1, beta2=beta2, eps=eps,
+                exclude_from_layer_adaptation=exclude_from_layer_adaptation)
 
