@@ -16,7 +16,6 @@ A checkpoint is staged in `checkpoints/.tmp-*` and renamed into place, so a cras
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor
 
+from .data.records import sha256_file
 from .errors import SmallBertError
 from .weights import CKPT_NAME, assign
 
@@ -40,14 +40,6 @@ FINAL_DIR = "final"
 STATE_NAME = "training_state.ckpt"
 TRAINER_STATE_NAME = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(output_dir: str, step: int, model, state_parameters: Sequence[Parameter],
@@ -69,7 +61,7 @@ def save_checkpoint(output_dir: str, step: int, model, state_parameters: Sequenc
         ms.save_checkpoint([{"name": p.name, "data": Tensor(p.asnumpy().copy())} for p in state_parameters],
                            os.path.join(staging, STATE_NAME))
         files = {name: {"bytes": os.path.getsize(os.path.join(staging, name)),
-                        "sha256": _sha256(os.path.join(staging, name))} for name in sorted(os.listdir(staging))}
+                        "sha256": sha256_file(os.path.join(staging, name))} for name in sorted(os.listdir(staging))}
         with open(os.path.join(staging, TRAINER_STATE_NAME), "w", encoding="utf-8") as f:
             json.dump({**trainer_state, "step": step, "files": files}, f, indent=2, sort_keys=True)
         if os.path.exists(final):  # a re-save of the same step (e.g. after resuming from it)
@@ -114,7 +106,7 @@ def verify_checkpoint(path: str) -> dict[str, Any]:
         file = os.path.join(path, name)
         if not os.path.isfile(file):
             raise SmallBertError(f"{file}: missing")
-        if os.path.getsize(file) != expected["bytes"] or _sha256(file) != expected["sha256"]:
+        if os.path.getsize(file) != expected["bytes"] or sha256_file(file) != expected["sha256"]:
             raise SmallBertError(f"{file}: corrupt (size or SHA-256 differs from {TRAINER_STATE_NAME})")
     return state
 
