@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import shutil
 from collections import Counter
 
 import mindspore as ms
@@ -27,7 +26,7 @@ from ..data.extract import read_documents
 from ..errors import SmallBertError
 from ..tokenization import FullTokenizer
 from .encode import SPECIAL_TOKENS, encode_split
-from .loop import Data, FinetuneConfig, load_data, resolve_inputs, summarize, train_seed, write_json
+from .loop import Data, FinetuneConfig, load_data, resolve_inputs, train_seeds
 from .metrics import classification_metrics
 from .tasks import NUM_LABELS, Split
 from .teacher import cache_key, default_cache_path, load_teacher, teacher_logits
@@ -201,23 +200,10 @@ def run_distill(cfg: DistillConfig) -> dict:
     def train_columns(rows):
         return transfer.labels[rows], soft_targets[rows]
 
-    runs = []
-    for seed in cfg.seeds:
-        out_dir = cfg.output_dir if len(cfg.seeds) == 1 else os.path.join(cfg.output_dir, f"seed_{seed}")
-        os.makedirs(out_dir, exist_ok=True)
-        runs.append(train_seed(seed, cfg, checkpoint, config, data, out_dir, vocab_file, do_lower_case,
-                               net_with_loss=net_with_loss, train_columns=train_columns))
-        if len(cfg.seeds) > 1:
-            write_json(os.path.join(out_dir, "eval_results.json"),
-                       {"hparams": hparams, "teacher": teacher_info, **summarize(runs[-1:])})
-    results = {"hparams": hparams, "teacher": teacher_info, **summarize(runs)}
-    results["teacher_dev_accuracy"] = teacher_dev["accuracy"]
-    write_json(os.path.join(cfg.output_dir, "eval_results.json"), results)
-    best_predictions = next(r.get("test_predictions") for r in runs if r["seed"] == results["best_seed"])
-    if len(cfg.seeds) > 1 and best_predictions:
-        target = os.path.join(cfg.output_dir, "test_predictions.tsv")
-        shutil.copyfile(best_predictions, f"{target}.tmp-{os.getpid()}")
-        os.replace(f"{target}.tmp-{os.getpid()}", target)
-    logger.info("student best dev accuracy over %d seed(s): %.4f ± %.4f; teacher %.4f", len(runs),
+    results = train_seeds(cfg, checkpoint, config, data, vocab_file, do_lower_case,
+                          {"hparams": hparams, "teacher": teacher_info,
+                           "teacher_dev_accuracy": teacher_dev["accuracy"]},
+                          net_with_loss=net_with_loss, train_columns=train_columns)
+    logger.info("student best dev accuracy over %d seed(s): %.4f ± %.4f; teacher %.4f", results["num_seeds"],
                 results["best_dev_accuracy_mean"], results["best_dev_accuracy_std"], teacher_dev["accuracy"])
     return results

@@ -395,6 +395,29 @@ def load_data(cfg: FinetuneConfig, vocab_file: str, do_lower_case: bool, config:
     return Data(train, encode(train), dev, encode(dev), test, encode(test))
 
 
+def train_seeds(cfg: FinetuneConfig, checkpoint: str, config: BertConfig, data: Data, vocab_file: str,
+                do_lower_case: bool, header: dict, **train_kwargs) -> dict:
+    """`train_seed` for every seed in cfg.seeds; returns `header` + `summarize` of the runs, also written to
+    output_dir/eval_results.json. Several seeds write output_dir/seed_<s>/ each (with its own eval_results.json)
+    and copy the best seed's test predictions to output_dir. `train_kwargs` go to `train_seed`."""
+    runs = []
+    for seed in cfg.seeds:
+        out_dir = cfg.output_dir if len(cfg.seeds) == 1 else os.path.join(cfg.output_dir, f"seed_{seed}")
+        os.makedirs(out_dir, exist_ok=True)
+        runs.append(train_seed(seed, cfg, checkpoint, config, data, out_dir, vocab_file, do_lower_case,
+                               **train_kwargs))
+        if len(cfg.seeds) > 1:
+            write_json(os.path.join(out_dir, "eval_results.json"), {**header, **summarize(runs[-1:])})
+    results = {**header, **summarize(runs)}
+    write_json(os.path.join(cfg.output_dir, "eval_results.json"), results)
+    best_predictions = next(r.get("test_predictions") for r in runs if r["seed"] == results["best_seed"])
+    if len(cfg.seeds) > 1 and best_predictions:
+        target = os.path.join(cfg.output_dir, "test_predictions.tsv")
+        shutil.copyfile(best_predictions, f"{target}.tmp-{os.getpid()}")
+        os.replace(f"{target}.tmp-{os.getpid()}", target)
+    return results
+
+
 def run(cfg: FinetuneConfig) -> dict:
     """Fine-tunes (or with do_train False, evaluates) as `cfg` says; returns what eval_results.json holds.
 
@@ -415,20 +438,7 @@ def run(cfg: FinetuneConfig) -> dict:
         return results
     hparams.update(num_train_examples=len(data.train.sentences),
                    steps_per_epoch=len(data.train.sentences) // cfg.train_batch_size)
-    runs = []
-    for seed in cfg.seeds:
-        out_dir = cfg.output_dir if len(cfg.seeds) == 1 else os.path.join(cfg.output_dir, f"seed_{seed}")
-        os.makedirs(out_dir, exist_ok=True)
-        runs.append(train_seed(seed, cfg, checkpoint, config, data, out_dir, vocab_file, do_lower_case))
-        if len(cfg.seeds) > 1:
-            write_json(os.path.join(out_dir, "eval_results.json"), {"hparams": hparams, **summarize(runs[-1:])})
-    results = {"hparams": hparams, **summarize(runs)}
-    write_json(os.path.join(cfg.output_dir, "eval_results.json"), results)
-    best_predictions = next(r.get("test_predictions") for r in runs if r["seed"] == results["best_seed"])
-    if len(cfg.seeds) > 1 and best_predictions:
-        target = os.path.join(cfg.output_dir, "test_predictions.tsv")
-        shutil.copyfile(best_predictions, f"{target}.tmp-{os.getpid()}")
-        os.replace(f"{target}.tmp-{os.getpid()}", target)
-    logger.info("best dev accuracy over %d seed(s): %.4f ± %.4f (best seed %d)", len(runs),
+    results = train_seeds(cfg, checkpoint, config, data, vocab_file, do_lower_case, {"hparams": hparams})
+    logger.info("best dev accuracy over %d seed(s): %.4f ± %.4f (best seed %d)", results["num_seeds"],
                 results["best_dev_accuracy_mean"], results["best_dev_accuracy_std"], results["best_seed"])
     return results
