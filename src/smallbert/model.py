@@ -375,7 +375,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
 
     def construct(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """int32 [B,S] each → float32 logits [B,num_labels]."""
-        _, pooled_output = self.bert(input_ids, token_type_ids, attention_mask)
+        pooled_output = self.bert(input_ids, token_type_ids, attention_mask)[1]
         return self.classifier(self.dropout(pooled_output)).astype(mstype.float32)
 
 
