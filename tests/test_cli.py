@@ -2,9 +2,13 @@
 paths, and no spurious MindSpore warnings on stderr."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,3 +47,86 @@ def test_finetune_step_prints_no_side_effect_warning(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("loss ")
     assert "side effect nodes" not in result.stderr
+
+
+# Each entry script of this package's own flags, and defaults its --help must show (taken from the package).
+ENTRIES = {
+    "run_pretrain.py": ["--save_steps", "--seed", "--verify_data", "--warmup_steps"],
+    "tools/create_pretraining_data.py": ["--dynamic_masking", "--dupe_factor", "--random_seed", "--processes"],
+    "tools/build_vocab.py": ["--do_lower_case", "--min_frequency", "--held_out"],
+    "tools/convert_checkpoint.py": [],
+    "tools/export.py": ["--seq_length", "--batch_size", "--format"],
+}
+# Prints --help's text, then exits 1 if MindSpore was imported on the way.
+HELP_PROBE = '''
+import runpy, sys
+sys.argv = [sys.argv[1], "--help"]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit:
+    pass
+sys.exit("mindspore" in sys.modules)
+'''
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """--help output → {first flag of an entry: its whole help, whitespace-normalised}."""
+    entries: dict[str, str] = {}
+    flag = None
+    for line in text.splitlines():
+        match = re.match(r"  (-[-\w]+)", line)
+        if match:
+            flag = match.group(1)
+            entries[flag] = ""
+        elif not line.startswith("   "):
+            flag = None  # a group title or the epilog
+        if flag:
+            entries[flag] = " ".join((entries[flag] + " " + line).split())
+    return entries
+
+
+@pytest.mark.parametrize("script", sorted(ENTRIES))
+def test_help_shows_defaults_without_importing_mindspore(tmp_path, script):
+    result = run(["-c", HELP_PROBE, os.path.join(ROOT, script)], str(tmp_path))
+    assert result.returncode == 0, f"{script} --help imported MindSpore\n{result.stderr}"
+    assert result.stdout.startswith("usage: ")
+    entries = help_entries(result.stdout)
+    for flag in ENTRIES[script]:
+        assert "(default: " in entries[flag], entries[flag]
+    if script == "run_pretrain.py":
+        assert "(--train_steps TRAIN_STEPS | --epochs EPOCHS)" in " ".join(result.stdout.split())
+        assert "(default: 1000)" in entries["--save_steps"] and "(default: 12345)" in entries["--seed"]
+
+
+def load_script(script: str):
+    """An entry script as a module, to call its main(argv) in this process."""
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(script))[0],
+                                                  os.path.join(ROOT, script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_errors_name_the_real_path(tmp_path, capsys):
+    """Relative paths on the command line come back absolute in errors: `--data_dir: data: ...` read like a label,
+    and from a launcher that changes directory (tools/quickstart.py runs stages in their output dir) misled."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "corpus.txt").write_text("One sentence.\nAnother one.\n")
+    (tmp_path / "c.json").write_text('{"vocab_size": 128, "hidden_size": 32, "num_hidden_layers": 2, '
+                                     '"num_attention_heads": 2, "intermediate_size": 64}')
+    cases = [
+        ("run_pretrain.py", ["--data_dir", "data", "--config", "c.json", "--output_dir", "run", "--train_steps", "1"],
+         f"--data_dir: {tmp_path / 'data'}: no pretraining shards"),
+        ("tools/create_pretraining_data.py", ["--input_file", "corpus.txt", "--output_dir", "out",
+                                              "--vocab_file", "vocab.txt"], f"{tmp_path / 'vocab.txt'}: vocab file"),
+        ("tools/create_pretraining_data.py", ["--input_file", "nothing.txt", "--output_dir", "out",
+                                              "--vocab_file", "vocab.txt"], f"--input_file: {tmp_path / 'nothing.txt'}"),
+        ("tools/build_vocab.py", ["--input_file", "corpus.txt", "--output", "data", "--vocab_size", "200"],
+         f"--output={tmp_path / 'data'}: is a directory"),
+        ("tools/export.py", ["--checkpoint", "data"], f"{tmp_path / 'data'}: no weights file"),
+    ]
+    for script, argv, message in cases:
+        assert load_script(script).main(argv) == 2, script
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and message in err, (script, err)
+    assert sorted(os.listdir(tmp_path)) == ["c.json", "corpus.txt", "data"]  # and nothing was written

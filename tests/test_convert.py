@@ -223,10 +223,26 @@ def test_same_format_is_refused():
         convert("hf", "hf", ".", "out")
 
 
-def test_cli_error_is_one_line():
+def test_wrong_source_format_names_the_right_one(tmp_path, tiny_config, minilm_dir):
+    """Our checkpoint read as "hf" used to convert without a word; every mismatch now says which --from to use."""
+    BertModel(tiny_config).save_pretrained(str(tmp_path / "ours"))
+    (tmp_path / "empty").mkdir()
+    cases = [("hf", tmp_path / "ours", r"is a smallbert checkpoint \(model\.ckpt\); use --from smallbert"),
+             ("google", tmp_path / "ours", r"is a smallbert checkpoint \(model\.ckpt\); use --from smallbert"),
+             ("google", minilm_dir, r"is a hf checkpoint \(model\.safetensors\); use --from hf"),
+             ("smallbert", minilm_dir, r"is a hf checkpoint \(model\.safetensors\); use --from hf"),
+             ("google", tmp_path / "empty", r"--input: .*empty: not a checkpoint")]
+    for source, path, message in cases:
+        with pytest.raises(SmallBertError, match=message):
+            convert(source, "hf" if source != "hf" else "smallbert", str(path), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_error_is_one_line_naming_the_real_path():
     script = os.path.join(ROOT, "tools", "convert_checkpoint.py")
     result = subprocess.run([sys.executable, script, "--from", "google", "--to", "smallbert", "--input", "missing_dir",
                              "--output", "out"], capture_output=True, text=True)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: missing_dir: no TF checkpoint"), result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0] == f"error: --input: {os.path.abspath('missing_dir')}: no such checkpoint file or directory"

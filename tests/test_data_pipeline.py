@@ -317,7 +317,7 @@ def test_cli_reports_one_line(tmp_path, vocab_file):
                            "--input_file", str(tmp_path / "nothing.txt"), "--output_dir", str(tmp_path / "o"),
                            "--vocab_file", vocab_file], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'nothing.txt'}: no such input file"]
+    assert proc.stderr.strip().splitlines() == [f"error: --input_file: {tmp_path / 'nothing.txt'}: no such input file"]
 
 
 def _varint(n: int) -> bytes:

@@ -15,31 +15,31 @@ import sys
 
 from smallbert.data.vocab import MAX_HELD_OUT_SENTENCES, VocabConfig, build_vocab
 from smallbert.errors import cli_main
+from smallbert.flags import HelpFormatter, path, set_defaults_from
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--input_file", required=True, nargs="+", action="extend",
                         help="dump, text or Google-format files; comma-separated, globs, repeatable")
-    parser.add_argument("--output", required=True, help="vocab.txt to write (replaced only when complete)")
+    parser.add_argument("--output", required=True, type=path, help="vocab.txt to write (replaced only when complete)")
     parser.add_argument("--vocab_size", type=int, required=True,
                         help="lines of the vocab, special tokens and [unused] slots included")
-    parser.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=True,
-                        help="lower-case and strip accents, for an uncased model (default: true)")
-    parser.add_argument("--min_frequency", type=int, default=2,
-                        help="a pair of pieces seen fewer times is not merged (default: 2)")
-    parser.add_argument("--limit_alphabet", type=int, default=1000,
+    parser.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction,
+                        help="lower-case and strip accents, for an uncased model")
+    parser.add_argument("--min_frequency", type=int, help="a pair of pieces seen fewer times is not merged")
+    parser.add_argument("--limit_alphabet", type=int,
                         help="keep at most this many distinct characters, the most frequent; the rest become "
-                             "[UNK]. Raise it for Chinese or Japanese (default: 1000)")
-    parser.add_argument("--num_unused", type=int, default=99,
+                             "[UNK]. Raise it for Chinese or Japanese")
+    parser.add_argument("--num_unused", type=int,
                         help="[unusedN] slots after [PAD], for tokens added later; 99 gives Google's ids "
-                             "[UNK]=100 [CLS]=101 [SEP]=102 [MASK]=103 (default: 99)")
-    parser.add_argument("--held_out", type=float, default=0.01,
+                             "[UNK]=100 [CLS]=101 [SEP]=102 [MASK]=103")
+    parser.add_argument("--held_out", type=float,
                         help=f"fraction of sentences kept out of training to measure the vocab (at most "
-                             f"{MAX_HELD_OUT_SENTENCES:,}); 0: none (default: 0.01)")
-    parser.add_argument("--language", default="en", help="language of a dump, for sentence splitting (default: en)")
-    parser.add_argument("--processes", type=int, default=1,
-                        help="processes for extracting a dump and threads for counting (default: 1)")
+                             f"{MAX_HELD_OUT_SENTENCES:,}); 0: none")
+    parser.add_argument("--language", help="language of a dump, for sentence splitting")
+    parser.add_argument("--processes", type=int, help="processes for extracting a dump and threads for counting")
+    set_defaults_from(parser, VocabConfig)
     return parser.parse_args(argv)
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from smallbert.convert import SOURCES, TARGETS, convert
+from smallbert.convert import SOURCES, TARGETS, convert  # light: MindSpore is imported only when converting
 from smallbert.errors import cli_main
+from smallbert.flags import HelpFormatter, path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--from", dest="source_format", required=True, choices=SOURCES,
                         help="google: a release directory (bert_model.ckpt.* + bert_config.json + vocab.txt) or "
                              "checkpoint prefix, read with TensorFlow (pip install -e \".[tf]\"); hf: a transformers "
@@ -22,8 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--to", dest="target_format", required=True, choices=TARGETS,
                         help="smallbert: config.json + model.ckpt + vocab.txt; hf: config.json + model.safetensors "
                              "+ vocab.txt + tokenizer files")
-    parser.add_argument("--input", required=True, help="checkpoint directory (or, for google, checkpoint prefix)")
-    parser.add_argument("--output", required=True, help="directory to write; files in it are replaced")
+    parser.add_argument("--input", required=True, type=path, help="checkpoint directory (or, for google, checkpoint prefix)")
+    parser.add_argument("--output", required=True, type=path, help="directory to write; files in it are replaced")
     return parser.parse_args(argv)
 
 

@@ -19,6 +19,7 @@ import time
 from smallbert.data.instances import InstanceConfig
 from smallbert.data.pipeline import PipelineConfig, create_pretraining_data
 from smallbert.errors import cli_main
+from smallbert.flags import HelpFormatter, path, set_defaults_from
 
 
 def _bool(value: str) -> bool:
@@ -32,54 +33,49 @@ def _bool(value: str) -> bool:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     flag = dict(nargs="?", const=True, type=_bool, metavar="BOOL")
     io = parser.add_argument_group("input and output")
     io.add_argument("--input_file", required=True, action="append",
                     help="dump (.xml, .xml.bz2) or text files; comma-separated, globs, repeatable")
-    io.add_argument("--output_dir", required=True, help="new (or empty) directory for the shards")
+    io.add_argument("--output_dir", required=True, type=path, help="new (or empty) directory for the shards")
     io.add_argument("--overwrite", action="store_true",
                     help="replace an earlier run's shards and metadata in --output_dir (of this --shard_index); "
                          "other files there are still refused")
-    io.add_argument("--vocab_file", required=True, help="BERT vocab.txt (must hold [UNK] [CLS] [SEP] [MASK])")
-    io.add_argument("--do_lower_case", default=True, **flag,
-                    help="lower-case and strip accents: true for uncased vocabs (default true; "
-                         "--do_lower_case=false or --nodo_lower_case for cased)")
+    io.add_argument("--vocab_file", required=True, type=path,
+                    help="BERT vocab.txt (must hold [UNK] [CLS] [SEP] [MASK])")
+    io.add_argument("--do_lower_case", **flag,
+                    help="lower-case and strip accents: true for uncased vocabs (--do_lower_case=false or "
+                         "--nodo_lower_case for cased)")
     io.add_argument("--nodo_lower_case", dest="do_lower_case", action="store_false", help=argparse.SUPPRESS)
-    io.add_argument("--encoding", default="utf-8",
-                    help="encoding of text inputs; dumps are always UTF-8 (default utf-8)")
-    io.add_argument("--encoding_errors", choices=("replace", "strict"), default="replace",
+    io.add_argument("--encoding", help="encoding of text inputs; dumps are always UTF-8")
+    io.add_argument("--encoding_errors", choices=("replace", "strict"),
                     help="replace: drop undecodable bytes and warn with the count and the first file:line; "
-                         "strict: stop at the first such line (default replace)")
-    io.add_argument("--language", default="en",
-                    help="language of the dump, for sentence splitting (ISO 639 code; default en)")
+                         "strict: stop at the first such line")
+    io.add_argument("--language", help="language of the dump, for sentence splitting (ISO 639 code)")
     io.add_argument("--extract_only", action="store_true",
                     help="only write the extracted text (OUTPUT_DIR/corpus.txt, Google's text format)")
     algo = parser.add_argument_group("instances (Google's flags)")
-    algo.add_argument("--max_seq_length", type=int, default=128, help="tokens per instance (default 128)")
-    algo.add_argument("--max_predictions_per_seq", type=int, default=20, help="masked positions kept (default 20)")
-    algo.add_argument("--masked_lm_prob", type=float, default=0.15, help="fraction of tokens masked (default 0.15)")
-    algo.add_argument("--dupe_factor", type=int, default=10,
-                      help="times each document is used, with other masks and splits (default 10)")
-    algo.add_argument("--short_seq_prob", type=float, default=0.1,
-                      help="probability of a shorter target length (default 0.1)")
-    algo.add_argument("--random_seed", type=int, default=12345, help="seed (default 12345)")
-    algo.add_argument("--do_whole_word_mask", default=False, **flag,
-                      help="mask all WordPieces of a word together (default false)")
+    algo.add_argument("--max_seq_length", type=int, help="tokens per instance")
+    algo.add_argument("--max_predictions_per_seq", type=int, help="masked positions kept")
+    algo.add_argument("--masked_lm_prob", type=float, help="fraction of tokens masked")
+    algo.add_argument("--dupe_factor", type=int, help="times each document is used, with other masks and splits")
+    algo.add_argument("--short_seq_prob", type=float, help="probability of a shorter target length")
+    algo.add_argument("--random_seed", type=int, help="seed")
+    algo.add_argument("--do_whole_word_mask", **flag, help="mask all WordPieces of a word together")
     algo.add_argument("--chinese_whole_word_mask", action="store_true",
                       help="also mask Chinese words whole (segmented with rjieba: pip install 'smallbert[chinese]'); "
                            "implies --do_whole_word_mask")
-    algo.add_argument("--dynamic_masking", default=False, **flag,
+    algo.add_argument("--dynamic_masking", **flag,
                       help="store unmasked instances; the pretraining reader masks them anew every epoch")
     run = parser.add_argument_group("scale")
-    run.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
-    run.add_argument("--documents_per_chunk", type=int, default=500,
-                     help="documents per shard; the window for shuffling and random next sentences "
-                          "(default 500; part of the output's definition, like the seed)")
-    run.add_argument("--num_shards", type=int, default=1,
-                     help="split the work in this many parts, for several machines (default 1)")
-    run.add_argument("--shard_index", type=int, default=0,
-                     help="the part this run makes, in [0, num_shards) (default 0)")
+    run.add_argument("--processes", type=int, help="worker processes")
+    run.add_argument("--documents_per_chunk", type=int,
+                     help="documents per shard; the window for shuffling and random next sentences (part of the "
+                          "output's definition, like the seed)")
+    run.add_argument("--num_shards", type=int, help="split the work in this many parts, for several machines")
+    run.add_argument("--shard_index", type=int, help="the part this run makes, in [0, num_shards)")
+    set_defaults_from(parser, PipelineConfig, InstanceConfig)
     return parser.parse_args(argv)
 
 

@@ -12,28 +12,29 @@ import argparse
 import sys
 
 from smallbert.errors import cli_main
-from smallbert.export import FORMATS, export
+from smallbert.export import FORMATS, export  # light: MindSpore is imported only when exporting
+from smallbert.flags import HelpFormatter, path, set_defaults_from
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True,
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--checkpoint", required=True, type=path,
                         help="directory with config.json and model.ckpt (or model.safetensors / pytorch_model.bin)")
-    parser.add_argument("--format", default="MINDIR", type=str.upper, choices=FORMATS, help="export format")
-    parser.add_argument("--output", help="file to write (default: CHECKPOINT/model.mindir)")
-    parser.add_argument("--seq_length", type=int, default=128, help="S, tokens per sequence (default 128)")
-    parser.add_argument("--batch_size", type=int, default=1, help="B, sequences per call (default 1)")
-    parser.add_argument("--max_predictions_per_seq", type=int, default=20,
-                        help="P, masked positions per sequence; pretraining checkpoints only (default 20)")
+    parser.add_argument("--format", dest="file_format", type=str.upper, choices=FORMATS, help="export format")
+    parser.add_argument("--output", type=path, help="file to write (default: CHECKPOINT/model.mindir)")
+    parser.add_argument("--seq_length", type=int, help="S, tokens per sequence")
+    parser.add_argument("--batch_size", type=int, help="B, sequences per call")
+    parser.add_argument("--max_predictions_per_seq", type=int,
+                        help="P, masked positions per sequence; pretraining checkpoints only")
+    set_defaults_from(parser, export)
     return parser.parse_args(argv)
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    path, model = export(args.checkpoint, args.output, args.format, args.batch_size, args.seq_length,
-                         args.max_predictions_per_seq)
-    print(f"wrote {path}: {type(model).__name__}, batch {args.batch_size}, sequence length {args.seq_length}")
+    written, model = export(**vars(args))
+    print(f"wrote {written}: {type(model).__name__}, batch {args.batch_size}, sequence length {args.seq_length}")
 
 
 if __name__ == "__main__":

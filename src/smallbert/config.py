@@ -1,4 +1,5 @@
-"""BertConfig: the model hyper-parameters, read from Google's or Hugging Face's JSON."""
+"""The configs: `BertConfig`, the model's hyper-parameters read from Google's or Hugging Face's JSON, and
+`PretrainConfig`, a pretraining run's. Importable without MindSpore: the entry scripts' flags are built from them."""
 from __future__ import annotations
 
 import dataclasses
@@ -115,3 +116,50 @@ class BertConfig:
         if with_heads:
             total += (h * h + h) + 2 * h + v + (2 * h + 2)
         return total
+
+
+DEVICES = ("CPU", "GPU", "Ascend")
+AMP_LEVELS = ("O0", "O1", "O2")
+PRECISIONS = ("float16", "bfloat16")  # --amp_dtype
+OPTIMIZERS = ("adamw", "lamb")
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """Everything a pretraining run depends on; `run_pretrain.py` flags map one to one (see its --help).
+
+    train_batch_size is per device and per optimizer step; with accumulation_steps K it is processed as K
+    micro-batches of train_batch_size / K. The global batch is train_batch_size × data-parallel ranks.
+    Exactly one of train_steps and epochs is set. eval_steps 0 = evaluate only at the end; save_steps 0 = save
+    only at the end; keep_checkpoint_max 0 = keep all.
+    """
+
+    data_dir: str
+    bert_config_file: str
+    output_dir: str
+    device_target: str = "CPU"
+    optimizer: str = "adamw"
+    lr: float = 1e-4
+    end_lr: float = 0.0
+    warmup_steps: int = 10000
+    train_steps: int | None = None
+    epochs: int | None = None
+    train_batch_size: int = 32
+    accumulation_steps: int = 1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    amp: str = "O0"
+    amp_dtype: str = "float16"
+    init_loss_scale: float = 2.0 ** 16
+    save_steps: int = 1000
+    keep_checkpoint_max: int = 5
+    resume: str | None = None
+    init_checkpoint: str | None = None
+    eval_data_dir: str | None = None
+    eval_steps: int = 0
+    eval_batches: int = 100
+    log_steps: int = 100
+    jit: bool = True
+    seed: int = 12345
+    vocab_file: str | None = None
+    verify_data: str = "full"

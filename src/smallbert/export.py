@@ -12,14 +12,18 @@ and returns what the model's `construct` returns:
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import cpu_kernels
 from .convert import load_model
 from .errors import SmallBertError
-from .model import BertForPreTraining, BertPreTrainedModel
 
+if TYPE_CHECKING:
+    from .model import BertPreTrainedModel
+
+# MindSpore and the model are imported where they are used: tools/export.py reads FORMATS and `export`'s
+# defaults for its --help, which must not wait for MindSpore.
 FORMATS = ("MINDIR",)
 
 
@@ -27,6 +31,8 @@ def example_inputs(model: BertPreTrainedModel, batch_size: int, seq_length: int,
                    max_predictions_per_seq: int) -> list:
     """Int32 tensors of the exported input shapes: zero ids and token types [B,S], a mask of ones, positions [B,P]."""
     import mindspore as ms
+
+    from .model import BertForPreTraining
 
     ids = ms.Tensor(np.zeros((batch_size, seq_length), np.int32))
     inputs = [ids, ids, ms.Tensor(np.ones((batch_size, seq_length), np.int32))]
@@ -37,6 +43,8 @@ def example_inputs(model: BertPreTrainedModel, batch_size: int, seq_length: int,
 
 def check_shapes(model: BertPreTrainedModel, batch_size: int, seq_length: int, max_predictions_per_seq: int) -> None:
     """Raises SmallBertError naming the flag when a shape cannot be exported for this model."""
+    from .model import BertForPreTraining
+
     if batch_size < 1:
         raise SmallBertError(f"--batch_size: must be at least 1, got {batch_size}")
     if not 1 <= seq_length <= model.config.max_position_embeddings:
@@ -53,6 +61,8 @@ def export(checkpoint: str, output: str | None = None, file_format: str = "MINDI
     `<checkpoint>/model.mindir`). Returns (the written path, the exported model).
     """
     import mindspore as ms
+
+    from . import cpu_kernels
 
     if file_format.upper() not in FORMATS:
         raise SmallBertError(f"--format: {file_format!r} is not supported, expected one of {', '.join(FORMATS)}")

@@ -375,6 +375,8 @@ class BertForSequenceClassification(BertPreTrainedModel):
 
     def construct(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """int32 [B,S] each → float32 logits [B,num_labels]."""
+        # By index, not `_, pooled = ...`: an unpacked, unused sequence_output makes MindSpore's graph compiler warn
+        # "Some side effect nodes were eliminated by mistake" (the dropouts' step counters) on every compile.
         pooled_output = self.bert(input_ids, token_type_ids, attention_mask)[1]
         return self.classifier(self.dropout(pooled_output)).astype(mstype.float32)
 

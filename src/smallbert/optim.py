@@ -14,9 +14,8 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from mindspore.nn.learning_rate_schedule import LearningRateSchedule
 
+from .config import OPTIMIZERS
 from .errors import SmallBertError
-
-OPTIMIZERS = ("adamw", "lamb")
 
 
 def excluded_from_weight_decay(name: str) -> bool:

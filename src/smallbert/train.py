@@ -32,7 +32,7 @@ from mindspore.communication import get_group_size, get_rank, init
 from . import cpu_kernels
 from .checkpoint import (FINAL_DIR, find_resume_checkpoint, list_checkpoints, restore_checkpoint, save_checkpoint,
                          verify_checkpoint)
-from .config import BertConfig
+from .config import AMP_LEVELS, DEVICES, PRECISIONS, BertConfig, PretrainConfig
 from .data.records import (check_vocab, checked_batches, list_shards, pretraining_dataset, read_metadata,
                            validate_for_model, verify_shards, verify_tfrecords)
 from .errors import SmallBertError, output_directory
@@ -357,51 +357,8 @@ def evaluate(metrics_fn, batches) -> dict[str, float]:
             "eval_perplexity": float(math.exp(min(mlm_loss, 700.0)))}
 
 
-DEVICES = ("CPU", "GPU", "Ascend")
-AMP_LEVELS = ("O0", "O1", "O2")
-AMP_DTYPES = {"float16": mstype.float16, "bfloat16": mstype.bfloat16}
+AMP_DTYPES = {name: getattr(mstype, name) for name in PRECISIONS}
 METRICS_NAME = "metrics.jsonl"
-
-
-@dataclasses.dataclass
-class PretrainConfig:
-    """Everything a pretraining run depends on; `run_pretrain.py` flags map one to one (see its --help).
-
-    train_batch_size is per device and per optimizer step; with accumulation_steps K it is processed as K
-    micro-batches of train_batch_size / K. The global batch is train_batch_size × data-parallel ranks.
-    Exactly one of train_steps and epochs is set. eval_steps 0 = evaluate only at the end; save_steps 0 = save
-    only at the end; keep_checkpoint_max 0 = keep all.
-    """
-
-    data_dir: str
-    bert_config_file: str
-    output_dir: str
-    device_target: str = "CPU"
-    optimizer: str = "adamw"
-    lr: float = 1e-4
-    end_lr: float = 0.0
-    warmup_steps: int = 10000
-    train_steps: int | None = None
-    epochs: int | None = None
-    train_batch_size: int = 32
-    accumulation_steps: int = 1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    amp: str = "O0"
-    amp_dtype: str = "float16"
-    init_loss_scale: float = 2.0 ** 16
-    save_steps: int = 1000
-    keep_checkpoint_max: int = 5
-    resume: str | None = None
-    init_checkpoint: str | None = None
-    eval_data_dir: str | None = None
-    eval_steps: int = 0
-    eval_batches: int = 100
-    log_steps: int = 100
-    jit: bool = True
-    seed: int = 12345
-    vocab_file: str | None = None
-    verify_data: str = "full"
 
 
 class _Shards:

@@ -6,17 +6,57 @@ BertModel), assign the arrays with shape checks, then write the target. So a che
 """
 from __future__ import annotations
 
+import fnmatch
+import glob
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..config import BertConfig
 from ..errors import SmallBertError
-from ..model import BertForPreTraining, BertForSequenceClassification, BertModel, BertPreTrainedModel
-from ..weights import CONFIG_NAME, VOCAB_NAME, find_weights_file, load_state_dict, read_state_dict
+from ..weights import CKPT_NAME, CONFIG_NAME, VOCAB_NAME, find_weights_file, load_state_dict, read_state_dict
+
+if TYPE_CHECKING:
+    from ..model import BertPreTrainedModel
 
 SOURCES = ("google", "hf", "smallbert")
 TARGETS = ("smallbert", "hf")
+# The files that mark each source format, tried in this order (a directory's weights as `find_weights_file` picks).
+FORMAT_FILES = {"google": ("*.index",), "smallbert": (CKPT_NAME, "*.ckpt"),
+                "hf": ("model.safetensors", "pytorch_model.bin", "*.safetensors", "*.bin")}
+
+
+def detect_format(path: str) -> tuple[str, str] | None:
+    """(format, the file that tells it) of the checkpoint at `path`: a directory, a weights file, or a TF checkpoint
+    prefix. None when nothing there is a checkpoint."""
+    if os.path.isdir(path):
+        names = sorted(os.listdir(path))
+    elif os.path.isfile(path + ".index"):  # a TF prefix such as uncased_L-2_H-128_A-2/bert_model.ckpt
+        names = [os.path.basename(path) + ".index"]
+    else:
+        names = [os.path.basename(path)] if os.path.isfile(path) else []
+    for source, patterns in FORMAT_FILES.items():
+        for pattern in patterns:
+            for name in names:
+                if fnmatch.fnmatch(name, pattern):
+                    return source, name
+    return None
+
+
+def check_source_format(source_format: str, path: str) -> None:
+    """Raises SmallBertError (one line: what `path` is, and the --from to use) unless it holds a `source_format`
+    checkpoint: reading ours as "hf" would otherwise succeed and write a mislabelled conversion."""
+    found = detect_format(path)
+    if found is None:
+        if not os.path.exists(path) and not os.path.isfile(path + ".index"):
+            raise SmallBertError(f"--input: {path}: no such checkpoint file or directory")
+        raise SmallBertError(f"--input: {path}: not a checkpoint (no TF *.index, {CKPT_NAME}, model.safetensors "
+                             f"or pytorch_model.bin)")
+    detected, evidence = found
+    if detected != source_format:
+        raise SmallBertError(f"--from {source_format}: {path} is a {detected} checkpoint ({evidence}); "
+                             f"use --from {detected}")
 
 
 def model_for(config: BertConfig, state: dict[str, np.ndarray], source: str) -> BertPreTrainedModel:
@@ -25,6 +65,9 @@ def model_for(config: BertConfig, state: dict[str, np.ndarray], source: str) -> 
     Missing head weights are freshly initialised with a warning (e.g. a masked-LM-only checkpoint has no NSP head);
     missing embedding or encoder weights raise SmallBertError naming `source`.
     """
+    # Imported here, not at the top: tools/convert_checkpoint.py reads SOURCES for its --help without MindSpore.
+    from ..model import BertForPreTraining, BertForSequenceClassification, BertModel
+
     if "classifier.weight" in state:
         model = BertForSequenceClassification(config, num_labels=int(state["classifier.weight"].shape[0]))
     elif any(name.startswith("cls.") for name in state):
@@ -79,6 +122,7 @@ def convert(source_format: str, target_format: str, input_path: str, output_dir:
         raise SmallBertError(f"--to: unknown format {target_format!r}, expected one of {', '.join(TARGETS)}")
     if source_format == target_format:
         raise SmallBertError(f"--from and --to are both {source_format!r}: nothing to convert")
+    check_source_format(source_format, input_path)
     from .hf import save_hf, tokenizer_config, write_json
 
     model = load_model(input_path, source_format)

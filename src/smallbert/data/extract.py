@@ -73,9 +73,10 @@ def expand_inputs(patterns: str | list[str]) -> list[str]:
     for pattern in (p.strip() for group in patterns for p in group.split(",")):
         if not pattern:
             continue
+        pattern = os.path.abspath(os.path.expanduser(pattern))  # messages and metadata name the real files
         matches = sorted(f for f in glob.glob(pattern) if os.path.isfile(f))
         if not matches:
-            raise SmallBertError(f"{pattern}: no such input file")
+            raise SmallBertError(f"--input_file: {pattern}: no such input file")
         files.extend(matches)
     if not files:
         raise SmallBertError("--input_file: no input given")
