@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -130,3 +131,23 @@ def test_errors_name_the_real_path(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err and message in err, (script, err)
     assert sorted(os.listdir(tmp_path)) == ["c.json", "corpus.txt", "data"]  # and nothing was written
+
+
+def test_unlisted_shard_with_verify_off_is_one_line(tmp_path, capsys):
+    """--verify_data off skips the shard-set check; a shard missing from metadata.json then raised KeyError."""
+    words = "the a river town market cat dog runs sleeps near by in".split()
+    sentences = [" ".join(words[(i + k) % len(words)] for k in range(6)) + " ." for i in range(40)]
+    (tmp_path / "corpus.txt").write_text("\n\n".join("\n".join(sentences[i:i + 5]) for i in range(0, 40, 5)))
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", *words]) + "\n")
+    (tmp_path / "c.json").write_text(f'{{"vocab_size": {len(words) + 6}, "hidden_size": 32, "num_hidden_layers": 2, '
+                                     '"num_attention_heads": 2, "intermediate_size": 64}')
+    assert load_script("tools/create_pretraining_data.py").main(
+        ["--input_file", "corpus.txt", "--output_dir", "data", "--vocab_file", "vocab.txt", "--max_seq_length", "32",
+         "--max_predictions_per_seq", "5", "--dupe_factor", "2"]) == 0
+    shutil.copy(tmp_path / "data" / "part-000000.mindrecord", tmp_path / "data" / "part-000001.mindrecord")
+    capsys.readouterr()
+    assert load_script("run_pretrain.py").main(["--data_dir", "data", "--config", "c.json", "--output_dir", "run",
+                                                "--train_steps", "1", "--verify_data", "off"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'data' / 'part-000001.mindrecord'}: shard is "
+                                               "not listed in its directory's metadata")
+    assert not (tmp_path / "run").exists()

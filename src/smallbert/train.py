@@ -34,7 +34,7 @@ from .checkpoint import (FINAL_DIR, find_resume_checkpoint, list_checkpoints, re
                          verify_checkpoint)
 from .config import AMP_LEVELS, DEVICES, PRECISIONS, BertConfig, PretrainConfig
 from .data.records import (check_vocab, checked_batches, list_shards, pretraining_dataset, read_metadata,
-                           validate_for_model, verify_shards, verify_tfrecords)
+                           shard_rows, validate_for_model, verify_shards, verify_tfrecords)
 from .errors import SmallBertError, output_directory
 from .model import BertForPreTraining
 from .optim import WarmupPolynomialDecay, build_optimizer
@@ -402,8 +402,7 @@ class _Shards:
 
     def batches_per_epoch(self, batch_size: int, world_size: int) -> int:
         if self.metadata is not None:
-            rows = dict(zip(self.metadata["files"], self.metadata["rows_per_file"]))
-            return sum(rows[os.path.basename(f)] for f in self.files) // world_size // batch_size
+            return sum(shard_rows(self.files, self.metadata)) // world_size // batch_size
         return pretraining_dataset(self.files, batch_size, num_shards=world_size).get_dataset_size()
 
 

@@ -427,17 +427,19 @@ def _tfrecord_dataset(files: list[str], *, epoch: int, seed: int, shuffle: bool,
     return data
 
 
-def _rows_per_file(files: list[str], metadata: dict[str, Any]) -> list[int]:
+def shard_rows(files: list[str], metadata: dict[str, Any]) -> list[int]:
+    """Rows of each of `files` (shard paths), as their directory's metadata records them. Raises SmallBertError
+    naming a shard the metadata does not list (caught earlier by `verify_shards`, unless --verify_data off)."""
     rows_per_file = dict(zip(metadata["files"], metadata["rows_per_file"]))
-    try:
-        return [rows_per_file[os.path.basename(f)] for f in files]
-    except KeyError as err:
-        raise SmallBertError(f"{err.args[0]}: shard is not listed in its directory's metadata") from None
+    for file in files:
+        if os.path.basename(file) not in rows_per_file:
+            raise SmallBertError(f"{os.path.abspath(file)}: shard is not listed in its directory's metadata")
+    return [rows_per_file[os.path.basename(f)] for f in files]
 
 
 def _rank_rows(files: list[str], metadata: dict[str, Any], **order) -> np.ndarray:
     """`epoch_order` of the rows of `files` (numbered through the files in order) for one rank."""
-    return epoch_order(sum(_rows_per_file(files, metadata)), **order)
+    return epoch_order(sum(shard_rows(files, metadata)), **order)
 
 
 def checked_batches(files: list[str], batch_size: int, *, vocab_size: int, epoch: int = 0, seed: int = 0,
@@ -453,7 +455,7 @@ def checked_batches(files: list[str], batch_size: int, *, vocab_size: int, epoch
     if metadata is not None:
         rows = _rank_rows(files, metadata, epoch=epoch, seed=seed, shuffle=shuffle, num_shards=num_shards,
                           shard_id=shard_id)[skip_batches * batch_size:]
-        ends = np.cumsum(_rows_per_file(files, metadata))
+        ends = np.cumsum(shard_rows(files, metadata))
     for k, batch in enumerate(dataset.create_dict_iterator(num_epochs=1, output_numpy=True)):
         problem = bad_row(batch, vocab_size)
         if problem is None:
