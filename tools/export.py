@@ -20,7 +20,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", required=True,
                         help="directory with config.json and model.ckpt (or model.safetensors / pytorch_model.bin)")
     parser.add_argument("--format", default="MINDIR", type=str.upper, choices=FORMATS, help="export format")
-    parser.add_argument("--output", help="file to write (default: CHECKPOINT/model.mindir)")
+    parser.add_argument("--output", help="file to write; .mindir is appended when missing, as mindspore.export does "
+                             "(default: CHECKPOINT/model.mindir)")
     parser.add_argument("--seq_length", type=int, default=128, help="S, tokens per sequence (default 128)")
     parser.add_argument("--batch_size", type=int, default=1, help="B, sequences per call (default 1)")
     parser.add_argument("--max_predictions_per_seq", type=int, default=20,
