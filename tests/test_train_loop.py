@@ -2,6 +2,7 @@
 import dataclasses
 import importlib.util
 import json
+import logging
 import os
 import re
 
@@ -12,6 +13,7 @@ import mindspore as ms
 
 from smallbert.data.instances import InstanceConfig
 from smallbert.data.pipeline import PipelineConfig, create_pretraining_data
+from smallbert.optim import WarmupPolynomialDecay
 from smallbert.train import PretrainConfig, TrainStep, pretrain
 
 CORPUS = """\
@@ -122,7 +124,7 @@ def test_loss_falls_and_everything_is_written(straight_run):
     train = [r for r in rows if "loss" in r]
     assert [r["step"] for r in train] == list(range(5, STEPS + 1, 5))
     assert set(train[0]) == {"step", "epoch", "loss", "mlm_loss", "nsp_loss", "lr", "loss_scale", "seq_per_s",
-                             "overflow_steps"}
+                             "skipped_steps", "overflow_steps"}
     assert train[-1]["loss"] < train[0]["loss"] - 0.5, [r["loss"] for r in train]
     assert train[-1]["loss"] == pytest.approx(train[-1]["mlm_loss"] + train[-1]["nsp_loss"], rel=1e-5)
     evals = [r for r in rows if "eval_loss" in r]
@@ -134,6 +136,57 @@ def test_loss_falls_and_everything_is_written(straight_run):
     checkpoints = sorted(os.listdir(output_dir / "checkpoints"))
     assert checkpoints == [f"step_{SAVE_AT}", f"step_{STEPS}"]
     assert sorted(os.listdir(output_dir / "final")) == ["config.json", "model.ckpt", "vocab.txt"]
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+OVERFLOW_STEPS, OVERFLOW_END_LR = 10, 5e-4
+
+
+@pytest.fixture(scope="module")
+def overflow_run(corpus_shards, tmp_path_factory):
+    """float16 from a loss scale of 2^40: the gradients overflow, and the scale halves, until they fit in float16.
+    Returns (output_dir, the run's log lines)."""
+    output_dir = tmp_path_factory.mktemp("overflow")
+    logger, collect = logging.getLogger("smallbert"), _Collect()
+    level = logger.level
+    logger.addHandler(collect)
+    logger.setLevel(logging.INFO)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(output_dir)
+            pretrain(run_config(corpus_shards, output_dir, amp="O2", amp_dtype="float16", init_loss_scale=2.0 ** 40,
+                                train_steps=OVERFLOW_STEPS, end_lr=OVERFLOW_END_LR, save_steps=0,
+                                eval_data_dir=None))
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(level)
+    return output_dir, collect.lines
+
+
+def test_skipped_steps_are_not_updates(overflow_run):
+    """The run makes exactly --train_steps updates and ends at --end_lr however many steps overflowed; the skipped
+    steps are logged apart (per row and in total) and their losses left out of the means."""
+    output_dir, lines = overflow_run
+    train = [r for r in read_rows(output_dir / "metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in train] == [5, OVERFLOW_STEPS]
+    skipped = sum(r["skipped_steps"] for r in train)
+    assert skipped >= 5 and train[-1]["overflow_steps"] == skipped
+    assert all(np.isfinite(r["loss"]) for r in train)
+    checkpoint = output_dir / "checkpoints" / f"step_{OVERFLOW_STEPS}"
+    assert int(load(checkpoint / "training_state.ckpt")["global_step"][0]) == OVERFLOW_STEPS
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["overflow_steps"] == skipped
+    schedule = WarmupPolynomialDecay(2e-3, 3, OVERFLOW_STEPS, OVERFLOW_END_LR)
+    assert schedule.value(OVERFLOW_STEPS) == pytest.approx(OVERFLOW_END_LR)
+    assert train[-1]["lr"] == pytest.approx(schedule.value(OVERFLOW_STEPS - 1))  # the last update's
+    assert f"done: {OVERFLOW_STEPS} updates, {skipped} steps skipped on overflow" in lines[-1]
 
 
 def test_resume_after_a_crash_matches_a_straight_run(corpus_shards, straight_run, tmp_path, monkeypatch):

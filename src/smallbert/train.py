@@ -6,10 +6,12 @@ graphs. `pretrain` is the loop behind `run_pretrain.py`: data, logging, eval, ch
 
 Run directory (`output_dir`): `checkpoints/step_<N>/` and `final/` (see `smallbert.checkpoint`), and
 `metrics.jsonl`, one JSON object per line —
-    train rows: step, epoch, loss, mlm_loss, nsp_loss, lr, loss_scale, seq_per_s, overflow_steps
+    train rows: step, epoch, loss, mlm_loss, nsp_loss, lr, loss_scale, seq_per_s, skipped_steps, overflow_steps
     eval rows:  step, eval_loss, eval_mlm_loss, eval_nsp_loss, eval_mlm_accuracy, eval_nsp_accuracy,
                 eval_perplexity
-Losses in train rows are means over the rows' `log_steps` steps on rank 0's data.
+`step` counts optimizer updates: a step skipped because its gradients overflowed is not one (see `pretrain`).
+Losses in train rows are means over the updates since the previous row, on rank 0's data; skipped_steps counts
+the steps skipped since the previous row, overflow_steps all skipped so far.
 """
 from __future__ import annotations
 
@@ -521,6 +523,9 @@ def check_pretrain_inputs(cfg: PretrainConfig, world_size: int = 1) -> _Inputs:
 class _MetricsLog:
     """Averages step outputs between log points; writes a console line and a `metrics.jsonl` row (rank 0 only).
 
+    Losses are averaged over the updates only: a skipped step's loss may be inf or nan. Throughput counts every
+    batch the step consumed.
+
     Opening the log drops rows newer than `start_step`, so a resumed run's file has no duplicates.
     """
 
@@ -530,6 +535,7 @@ class _MetricsLog:
         self.enabled = enabled
         self.sums = np.zeros(3)
         self.count = 0
+        self.skipped = 0
         self.started = time.perf_counter()
         if enabled and os.path.exists(self.path):
             with open(self.path, encoding="utf-8") as f:
@@ -539,6 +545,9 @@ class _MetricsLog:
             os.replace(self.path + ".tmp", self.path)
 
     def add(self, out: StepOutput) -> None:
+        if out.overflow:
+            self.skipped += 1
+            return
         self.sums += (out.loss, *out.aux)
         self.count += 1
 
@@ -552,28 +561,47 @@ class _MetricsLog:
         """Writes the averages since the last flush; returns the row."""
         elapsed = time.perf_counter() - self.started
         loss, mlm_loss, nsp_loss = self.sums / max(self.count, 1)
-        seq_per_s = self.count * global_batch_size / elapsed
+        seq_per_s = (self.count + self.skipped) * global_batch_size / elapsed
         eta = (self.total_steps - step) * elapsed / max(self.count, 1)
         row = {"step": step, "epoch": epoch, "loss": loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss, "lr": lr,
-               "loss_scale": loss_scale, "seq_per_s": seq_per_s, "overflow_steps": overflow_steps}
+               "loss_scale": loss_scale, "seq_per_s": seq_per_s, "skipped_steps": self.skipped,
+               "overflow_steps": overflow_steps}
         self.write(row)
         if self.enabled:
+            skipped = f" | skipped {self.skipped} (overflow)" if self.skipped else ""
             tqdm.write(f"step {step}/{self.total_steps} | loss {loss:.4f} (mlm {mlm_loss:.4f}, nsp {nsp_loss:.4f}) "
-                       f"| lr {lr:.3e} | scale {loss_scale:g} | {seq_per_s:.1f} seq/s "
+                       f"| lr {lr:.3e} | scale {loss_scale:g} | {seq_per_s:.1f} seq/s{skipped} "
                        f"| eta {time.strftime('%H:%M:%S', time.gmtime(eta))}")
         self.sums[:] = 0
         self.count = 0
+        self.skipped = 0
         self.started = time.perf_counter()
         return row
+
+
+MAX_SKIPPED_IN_A_ROW = 100  # dynamic loss scaling recovers in log2(scale) skips: 16 from the default 2^16
+
+
+def check_not_diverged(skipped_in_a_row: int, step: int, loss_scale: float) -> None:
+    """Stops a run whose gradients stay inf/nan: with skipped steps not counted it would otherwise never end.
+
+    Raises SmallBertError after MAX_SKIPPED_IN_A_ROW skipped steps in a row; the checkpoints are kept."""
+    if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+        raise SmallBertError(f"training diverged: the last {skipped_in_a_row} steps after update {step} all had "
+                             f"inf/nan gradients (loss scale now {loss_scale:g}); resume from an earlier "
+                             f"checkpoint with a lower --lr, or use --amp O0")
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Pretrains BERT on MLM + NSP as `cfg` says; returns the last train-log row and eval results.
 
     Checks all inputs first (`check_pretrain_inputs`), then builds the model, optimizer and `TrainStep`, restores
-    a checkpoint when resuming, and trains until `train_steps` (or `epochs`) optimizer steps, logging every
-    `log_steps`, evaluating every `eval_steps` and saving every `save_steps`; then saves a last checkpoint and the
-    model to `output_dir/final/`. Under msrun every rank trains on its slice of each batch; rank 0 alone writes.
+    a checkpoint when resuming, and trains until `train_steps` (or `epochs` × batches per epoch) optimizer
+    updates, logging every `log_steps`, evaluating every `eval_steps` and saving every `save_steps` updates; then
+    saves a last checkpoint and the model to `output_dir/final/`. As in Google's and NVIDIA's scripts a step
+    skipped on overflow is no update: it reads a batch but moves neither the count nor the learning rate, so the
+    run still makes `train_steps` updates and ends at `end_lr`; skipped steps are counted apart. Under msrun every
+    rank trains on its slice of each batch; rank 0 alone writes.
     """
     ms.set_device(cfg.device_target)
     ms.set_seed(cfg.seed)
@@ -646,18 +674,25 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
 
     results: dict[str, Any] = {}
     bar = tqdm(total=total_steps, initial=step, unit="step", disable=rank != 0, dynamic_ncols=True)
+    skipped_in_a_row = 0
     while step < total_steps:
         if batches_done >= batches_per_epoch:
             epoch, batches_done = epoch + 1, 0
         for batch in inputs.train.batches(cfg.train_batch_size, epoch=epoch, seed=cfg.seed, shuffle=True,
                                           rank=rank, world_size=world_size, skip_batches=batches_done):
             out = train_step.step(*batch)
-            step += 1
             batches_done += 1
-            overflow_steps += out.overflow
             log.add(out)
+            if out.overflow:
+                overflow_steps += 1
+                skipped_in_a_row += 1
+                check_not_diverged(skipped_in_a_row, step, out.loss_scale)
+                bar.set_postfix(loss=f"{out.loss:.4f}", skipped=overflow_steps, refresh=False)
+                continue
+            step += 1
+            skipped_in_a_row = 0
             bar.update()
-            bar.set_postfix(loss=f"{out.loss:.4f}", refresh=False)
+            bar.set_postfix(loss=f"{out.loss:.4f}", skipped=overflow_steps, refresh=False)
             if step % cfg.log_steps == 0 or step == total_steps:
                 applied = int(optimizer.global_step.asnumpy()[0])
                 results.update(log.flush(step, epoch, schedule.value(max(applied - 1, 0)), out.loss_scale,
@@ -672,4 +707,6 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
     save()
     if rank == 0:
         model.save_pretrained(os.path.join(cfg.output_dir, FINAL_DIR), vocab_file=cfg.vocab_file)
+        logger.info("done: %d updates, %d steps skipped on overflow in total", step,
+                    overflow_steps)
     return results
