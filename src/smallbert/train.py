@@ -32,8 +32,8 @@ from mindspore.common import dtype as mstype
 from mindspore.communication import get_group_size, get_rank, init
 
 from . import cpu_kernels
-from .checkpoint import (FINAL_DIR, find_resume_checkpoint, list_checkpoints, restore_checkpoint, save_checkpoint,
-                         verify_checkpoint)
+from .checkpoint import (FINAL_DIR, find_resume_checkpoint, list_checkpoints, restore_checkpoint, resume_changes,
+                         save_checkpoint, verify_checkpoint)
 from .config import BertConfig
 from .data.records import (check_vocab, checked_batches, list_shards, pretraining_dataset, read_metadata,
                            validate_for_model, verify_shards, verify_tfrecords)
@@ -372,7 +372,8 @@ class PretrainConfig:
     train_batch_size is per device and per optimizer step; with accumulation_steps K it is processed as K
     micro-batches of train_batch_size / K. The global batch is train_batch_size × data-parallel ranks.
     Exactly one of train_steps and epochs is set. eval_steps 0 = evaluate only at the end; save_steps 0 = save
-    only at the end; keep_checkpoint_max 0 = keep all.
+    only at the end; keep_checkpoint_max 0 = keep all. A resume must keep the flags `checkpoint.RESUME_FLAGS`, the
+    model config and the world size unless resume_force (see `check_resume_flags`).
     """
 
     data_dir: str
@@ -395,6 +396,7 @@ class PretrainConfig:
     save_steps: int = 1000
     keep_checkpoint_max: int = 5
     resume: str | None = None
+    resume_force: bool = False
     init_checkpoint: str | None = None
     eval_data_dir: str | None = None
     eval_steps: int = 0
@@ -444,6 +446,13 @@ class _Shards:
                                    shuffle=shuffle, num_shards=world_size, shard_id=rank,
                                    skip_batches=skip_batches, metadata=self.metadata):
             yield tuple(row[c] for c in PRETRAINING_COLUMNS)
+
+    @property
+    def rows(self) -> int:
+        """Sequences in all the shards (for TFRecords, counted by a pass over the files)."""
+        if self.metadata is not None:
+            return sum(self.metadata["rows_per_file"])
+        return pretraining_dataset(self.files, 1, shuffle=False).get_dataset_size()
 
     def batches_per_epoch(self, batch_size: int, world_size: int) -> int:
         if self.metadata is not None:
@@ -517,7 +526,44 @@ def check_pretrain_inputs(cfg: PretrainConfig, world_size: int = 1) -> _Inputs:
         if state.get("seq_length") != train.seq_length:
             raise SmallBertError(f"--resume: {resume_path} was trained on sequences of {state.get('seq_length')} "
                                  f"tokens, --data_dir has {train.seq_length}")
+        check_resume_flags(cfg, state, resume_path, bert_config, train, world_size)
     return _Inputs(bert_config, train, evaluation, resume_path)
+
+
+def total_updates(train_steps: int | None, epochs: int | None, train: _Shards, batch_size: int,
+                  world_size: int) -> int:
+    """The run's length in optimizer updates: train_steps, or epochs × this many ranks' batches per epoch."""
+    return train_steps or epochs * train.batches_per_epoch(batch_size, world_size)
+
+
+def check_resume_flags(cfg: PretrainConfig, state: dict[str, Any], resume_path: str, bert_config: BertConfig,
+                       train: _Shards, world_size: int) -> None:
+    """Refuses, in one line, to resume the checkpoint `resume_path` (trainer `state`) with flags, model config or
+    world size other than its own (`checkpoint.resume_changes`). With cfg.resume_force it warns with the same list
+    instead and, when the learning-rate schedule changes (new peak, warmup, end or length, e.g. --epochs on
+    another world size), with both schedules and the lr the next update takes under each."""
+    changes = resume_changes(state, dataclasses.asdict(cfg), world_size, bert_config.to_dict(),
+                             BertConfig.from_json_file(resume_path).to_dict())
+    if not changes:
+        return
+    if not cfg.resume_force:
+        raise SmallBertError(f"--resume: {resume_path} was trained with other settings: {', '.join(changes)}; "
+                             f"pass --resume_force to continue with the new ones")
+    logger.warning("--resume_force: continuing %s with changed settings: %s", resume_path, ", ".join(changes))
+    saved = state.get("args", {})
+    try:
+        old = (saved["lr"], saved["warmup_steps"], saved["end_lr"],
+               total_updates(saved["train_steps"], saved["epochs"], train, saved["train_batch_size"],
+                             state["world_size"]))
+    except KeyError:  # a checkpoint that records no flags
+        return
+    new = (cfg.lr, cfg.warmup_steps, cfg.end_lr,
+           total_updates(cfg.train_steps, cfg.epochs, train, cfg.train_batch_size, world_size))
+    if old != new:
+        step = state["step"]
+        lrs = [WarmupPolynomialDecay(lr, warmup, total, end).value(step) for lr, warmup, end, total in (old, new)]
+        logger.warning("learning-rate schedule changes at update %d: lr %.3e -> %.3e (peak %g, warmup %d, end %g "
+                       "at update %d -> peak %g, warmup %d, end %g at update %d)", step, *lrs, *old, *new)
 
 
 class _MetricsLog:
@@ -592,6 +638,39 @@ def check_not_diverged(skipped_in_a_row: int, step: int, loss_scale: float) -> N
                              f"checkpoint with a lower --lr, or use --amp O0")
 
 
+def run_summary(cfg: PretrainConfig, inputs: _Inputs, model: BertForPreTraining, world_size: int,
+                total_steps: int, start_step: int) -> str:
+    """What the run is about to do, as printed before the progress bar: model, data, length, batch, devices,
+    precision, optimizer and learning-rate schedule."""
+    c = inputs.bert_config
+    parameters = sum(int(np.prod(p.shape)) for p in model.weights())
+    length = f"{total_steps} updates" + (f" ({cfg.epochs} epochs of "
+                                         f"{inputs.train.batches_per_epoch(cfg.train_batch_size, world_size)})"
+                                         if cfg.epochs else "")
+    if start_step:
+        length += f", resuming after update {start_step}"
+    precision = "float32 (O0)" if cfg.amp == "O0" else f"{cfg.amp_dtype} matmuls, float32 master weights ({cfg.amp})"
+    if cfg.amp != "O0" and cfg.amp_dtype == "float16":
+        precision += f", dynamic loss scale from {cfg.init_loss_scale:g}"
+    micro = cfg.train_batch_size // cfg.accumulation_steps
+    lines = [
+        f"model:        BertForPreTraining L{c.num_hidden_layers}-H{c.hidden_size}-A{c.num_attention_heads}, "
+        f"{parameters:,} parameters ({cfg.bert_config_file})",
+        f"data:         {inputs.train.rows:,} sequences of {inputs.train.seq_length} tokens in "
+        f"{len(inputs.train.files)} shards ({cfg.data_dir})",
+        f"steps:        {length}; skipped (overflow) steps are not counted",
+        f"global batch: {cfg.train_batch_size * world_size} = {micro} per micro-batch x {cfg.accumulation_steps} "
+        f"accumulation x {world_size} devices",
+        f"devices:      {world_size} x {cfg.device_target}",
+        f"precision:    {precision}",
+        f"optimizer:    {cfg.optimizer}, weight decay {cfg.weight_decay:g}, clip at global norm "
+        f"{cfg.max_grad_norm:g}",
+        f"lr schedule:  linear warmup to {cfg.lr:g} over {cfg.warmup_steps} updates, then linear decay to "
+        f"{cfg.end_lr:g} at update {total_steps}",
+    ]
+    return "run summary:\n  " + "\n  ".join(lines)
+
+
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Pretrains BERT on MLM + NSP as `cfg` says; returns the last train-log row and eval results.
 
@@ -621,7 +700,7 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
     net = BertPreTrainingWithLoss(model)
     model.set_train(True)
     batches_per_epoch = inputs.train.batches_per_epoch(cfg.train_batch_size, world_size)
-    total_steps = cfg.train_steps or cfg.epochs * batches_per_epoch
+    total_steps = total_updates(cfg.train_steps, cfg.epochs, inputs.train, cfg.train_batch_size, world_size)
     schedule = WarmupPolynomialDecay(cfg.lr, cfg.warmup_steps, total_steps, cfg.end_lr)
     optimizer = build_optimizer(cfg.optimizer, net.trainable_params(), schedule, weight_decay=cfg.weight_decay)
     loss_scale = DynamicLossScale(cfg.init_loss_scale) if compute_dtype == mstype.float16 else None
@@ -643,6 +722,8 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
             logger.info("resuming from %s: step %d, epoch %d, %d batches into it", inputs.resume_path, step,
                         epoch, batches_done)
     log = _MetricsLog(cfg.output_dir, step, total_steps, enabled=rank == 0)
+    if rank == 0:
+        logger.info(run_summary(cfg, inputs, model, world_size, total_steps, step))
 
     metrics_fn = None
     if inputs.eval is not None:
