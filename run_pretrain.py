@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: continue from the newest valid checkpoint in --output_dir (start fresh if "
                              "there is none); PATH: a checkpoint or run directory. Restores weights, optimizer "
                              "moments, step, learning-rate position, loss scale and data position")
+    saving.add_argument("--resume_force", action="store_true",
+                        help="resume even though the learning-rate, batch, precision or optimizer flags, the model "
+                             "config or the number of devices differ from the checkpoint's (they are listed, and a "
+                             "schedule change is shown); without it such a resume is refused")
     saving.add_argument("--init_checkpoint", type=path,
                         help="start from these weights (our checkpoint or a Hugging Face directory); missing "
                              "pretraining heads are initialised fresh and reported. Ignored when resuming")

@@ -30,14 +30,18 @@ def inputs(tiny_config):
 
 
 def test_classifier_exported_by_the_cli_gives_the_same_logits(tmp_path, tiny_config, inputs):
+    """`--output served/model` writes served/model.mindir, as mindspore.export names it, and prints that path:
+    mindspore.load refuses a MindIR file named without the suffix."""
     BertForSequenceClassification(tiny_config, num_labels=3).save_pretrained(str(tmp_path / "clf"))
     result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export.py"), "--checkpoint",
                              str(tmp_path / "clf"), "--format", "MINDIR", "--seq_length", str(SEQ),
-                             "--batch_size", str(BATCH)], capture_output=True, text=True)
+                             "--batch_size", str(BATCH), "--output", str(tmp_path / "served" / "model")],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "BertForSequenceClassification" in result.stdout
-    assert [n for n in os.listdir(tmp_path / "clf") if n.endswith(".mindir")] == ["model.mindir"]
-    graph = nn.GraphCell(ms.load(str(tmp_path / "clf" / "model.mindir")))
+    written = tmp_path / "served" / "model.mindir"
+    assert result.stdout.startswith(f"wrote {written}: BertForSequenceClassification"), result.stdout
+    assert os.listdir(tmp_path / "served") == ["model.mindir"]
+    graph = nn.GraphCell(ms.load(str(written)))
     expected = BertForSequenceClassification.from_pretrained(str(tmp_path / "clf"), num_labels=3)(*inputs[:3])
     logits = graph(*inputs[:3])
     assert logits.shape == (BATCH, 3)
@@ -46,9 +50,10 @@ def test_classifier_exported_by_the_cli_gives_the_same_logits(tmp_path, tiny_con
 
 def test_pretraining_export_gives_the_same_logits(tmp_path, tiny_config, inputs):
     BertForPreTraining(tiny_config).save_pretrained(str(tmp_path / "pt"))
-    path, model = export(str(tmp_path / "pt"), str(tmp_path / "served" / "bert.mindir"), batch_size=BATCH,
-                         seq_length=SEQ, max_predictions_per_seq=PREDICTIONS)
-    assert path == str(tmp_path / "served" / "bert.mindir") and os.listdir(tmp_path / "served") == ["bert.mindir"]
+    path, model = export(str(tmp_path / "pt"), batch_size=BATCH, seq_length=SEQ,
+                         max_predictions_per_seq=PREDICTIONS)
+    assert path == str(tmp_path / "pt" / "model.mindir")  # the default beside the checkpoint
+    assert [n for n in os.listdir(tmp_path / "pt") if "mindir" in n] == ["model.mindir"]
     assert isinstance(model, BertForPreTraining)
     with open(path, "rb") as f:
         assert b"cpu_kernels" not in f.read(), "the exported graph must run without our compiled CPU kernels"

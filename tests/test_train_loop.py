@@ -2,6 +2,7 @@
 import dataclasses
 import importlib.util
 import json
+import logging
 import os
 import re
 
@@ -10,9 +11,12 @@ import pytest
 
 import mindspore as ms
 
+from smallbert.config import BertConfig
 from smallbert.data.instances import InstanceConfig
 from smallbert.data.pipeline import PipelineConfig, create_pretraining_data
-from smallbert.train import PretrainConfig, TrainStep, pretrain
+from smallbert.optim import WarmupPolynomialDecay
+from smallbert.errors import SmallBertError
+from smallbert.train import PretrainConfig, StepOutput, TrainStep, check_pretrain_inputs, pretrain
 
 CORPUS = """\
 The river runs from the hills to the sea.
@@ -122,7 +126,7 @@ def test_loss_falls_and_everything_is_written(straight_run):
     train = [r for r in rows if "loss" in r]
     assert [r["step"] for r in train] == list(range(5, STEPS + 1, 5))
     assert set(train[0]) == {"step", "epoch", "loss", "mlm_loss", "nsp_loss", "lr", "loss_scale", "seq_per_s",
-                             "overflow_steps"}
+                             "skipped_steps", "overflow_steps"}
     assert train[-1]["loss"] < train[0]["loss"] - 0.5, [r["loss"] for r in train]
     assert train[-1]["loss"] == pytest.approx(train[-1]["mlm_loss"] + train[-1]["nsp_loss"], rel=1e-5)
     evals = [r for r in rows if "eval_loss" in r]
@@ -134,6 +138,77 @@ def test_loss_falls_and_everything_is_written(straight_run):
     checkpoints = sorted(os.listdir(output_dir / "checkpoints"))
     assert checkpoints == [f"step_{SAVE_AT}", f"step_{STEPS}"]
     assert sorted(os.listdir(output_dir / "final")) == ["config.json", "model.ckpt", "vocab.txt"]
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+OVERFLOW_STEPS, OVERFLOW_END_LR = 10, 5e-4
+
+
+@pytest.fixture(scope="module")
+def overflow_run(corpus_shards, tmp_path_factory):
+    """float16 from a loss scale of 2^40: the gradients overflow, and the scale halves, until they fit in float16.
+    Returns (output_dir, the run's log lines)."""
+    output_dir = tmp_path_factory.mktemp("overflow")
+    logger, collect = logging.getLogger("smallbert"), _Collect()
+    level = logger.level
+    logger.addHandler(collect)
+    logger.setLevel(logging.INFO)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(output_dir)
+            pretrain(run_config(corpus_shards, output_dir, amp="O2", amp_dtype="float16", init_loss_scale=2.0 ** 40,
+                                train_steps=OVERFLOW_STEPS, end_lr=OVERFLOW_END_LR, save_steps=0,
+                                eval_data_dir=None))
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(level)
+    return output_dir, collect.lines
+
+
+def test_skipped_steps_are_not_updates(overflow_run):
+    """The run makes exactly --train_steps updates and ends at --end_lr however many steps overflowed; the skipped
+    steps are logged apart (per row and in total) and their losses left out of the means."""
+    output_dir, lines = overflow_run
+    train = [r for r in read_rows(output_dir / "metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in train] == [5, OVERFLOW_STEPS]
+    skipped = sum(r["skipped_steps"] for r in train)
+    assert skipped >= 5 and train[-1]["overflow_steps"] == skipped
+    assert all(np.isfinite(r["loss"]) for r in train)
+    checkpoint = output_dir / "checkpoints" / f"step_{OVERFLOW_STEPS}"
+    assert int(load(checkpoint / "training_state.ckpt")["global_step"][0]) == OVERFLOW_STEPS
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["overflow_steps"] == skipped
+    schedule = WarmupPolynomialDecay(2e-3, 3, OVERFLOW_STEPS, OVERFLOW_END_LR)
+    assert schedule.value(OVERFLOW_STEPS) == pytest.approx(OVERFLOW_END_LR)
+    assert train[-1]["lr"] == pytest.approx(schedule.value(OVERFLOW_STEPS - 1))  # the last update's
+    assert f"done: {OVERFLOW_STEPS} updates, {skipped} steps skipped on overflow" in lines[-1]
+
+
+def test_run_summary_comes_first(corpus_shards, overflow_run):
+    output_dir, lines = overflow_run
+    summary = [line for line in lines if line.startswith("run summary:")]
+    assert len(summary) == 1 and lines.index(summary[0]) < len(lines) - 1
+    rows = sum(json.loads((corpus_shards / "shards" / "metadata.json").read_text())["rows_per_file"])
+    shards = len([n for n in os.listdir(corpus_shards / "shards") if n.endswith(".mindrecord")])
+    parameters = BertConfig.from_json_file(str(corpus_shards / "bert_config.json")).num_parameters(with_heads=True)
+    assert parameters == sum(v.size for v in load(output_dir / "final" / "model.ckpt").values())
+    assert summary[0].splitlines()[1:] == [
+        f"  model:        BertForPreTraining L2-H32-A2, {parameters:,} parameters ({corpus_shards / 'bert_config.json'})",
+        f"  data:         {rows:,} sequences of 32 tokens in {shards} shards ({corpus_shards / 'shards'})",
+        f"  steps:        {OVERFLOW_STEPS} updates; skipped (overflow) steps are not counted",
+        "  global batch: 8 = 8 per micro-batch x 1 accumulation x 1 devices",
+        "  devices:      1 x CPU",
+        "  precision:    float16 matmuls, float32 master weights (O2), dynamic loss scale from 1.09951e+12",
+        "  optimizer:    adamw, weight decay 0.01, clip at global norm 1",
+        f"  lr schedule:  linear warmup to 0.002 over 3 updates, then linear decay to 0.0005 at update "
+        f"{OVERFLOW_STEPS}"]
 
 
 def test_resume_after_a_crash_matches_a_straight_run(corpus_shards, straight_run, tmp_path, monkeypatch):
@@ -170,6 +245,97 @@ def test_resume_after_a_crash_matches_a_straight_run(corpus_shards, straight_run
         for key in ("loss", "mlm_loss", "lr", "eval_loss"):
             if key in a:
                 assert b[key] == pytest.approx(a[key], abs=1e-5), (a["step"], key)
+
+
+def resume_argv(root, output_dir, *flags):
+    return ["--data_dir", str(root / "shards"), "--config", str(root / "bert_config.json"), "--output_dir",
+            str(output_dir), "--train_steps", str(STEPS), "--train_batch_size", "8", "--lr", "2e-3",
+            "--warmup_steps", "3", "--vocab_file", str(root / "vocab.txt"), "--seed", "7", "--resume", "auto", *flags]
+
+
+def test_resume_with_changed_flags_is_refused_in_one_line(corpus_shards, straight_run, capsys, monkeypatch):
+    """Checked before anything is compiled; each changed flag is listed as `--flag old -> new`."""
+    monkeypatch.setattr(TrainStep, "__init__", lambda *a, **k: pytest.fail("compiled before refusing"))
+    output_dir = straight_run[0]
+    wide = corpus_shards / "wide.json"
+    wide.write_text(json.dumps({**json.loads((corpus_shards / "bert_config.json").read_text()),
+                                "intermediate_size": 128}))
+    argv = resume_argv(corpus_shards, output_dir)
+    argv[argv.index("--lr") + 1] = "1e-3"
+    argv[argv.index("--train_steps") + 1] = "40"
+    argv[argv.index("--config") + 1] = str(wide)
+    err = cli_error(capsys, argv + ["--warmup_steps", "5", "--optimizer", "lamb", "--amp_dtype", "bfloat16",
+                                    "--train_batch_size", "4", "--accumulation_steps", "2"])
+    assert err == (f"error: --resume: {output_dir / 'checkpoints' / f'step_{STEPS}'} was trained with other "
+                   f"settings: --lr 0.002 -> 0.001, --warmup_steps 3 -> 5, --train_steps {STEPS} -> 40, "
+                   f"--optimizer adamw -> lamb, --amp_dtype float16 -> bfloat16, --train_batch_size 8 -> 4, "
+                   f"--accumulation_steps 1 -> 2, --config intermediate_size 64 -> 128; pass --resume_force to "
+                   f"continue with the new ones")
+    epochs = resume_argv(corpus_shards, output_dir)
+    epochs[epochs.index("--train_steps"):epochs.index("--train_steps") + 2] = ["--epochs", "1"]
+    assert cli_error(capsys, epochs).endswith(f"--train_steps {STEPS} -> unset, --epochs unset -> 1; pass "
+                                              f"--resume_force to continue with the new ones")
+    with pytest.raises(SmallBertError, match=r"settings: world size 1 -> 2; pass --resume_force"):
+        check_pretrain_inputs(run_config(corpus_shards, output_dir, resume="auto"), world_size=2)
+
+
+def test_resume_flags_that_may_change(corpus_shards, straight_run, monkeypatch):
+    monkeypatch.setattr(TrainStep, "__init__", lambda *a, **k: pytest.fail("compiled"))
+    inputs = check_pretrain_inputs(run_config(corpus_shards, straight_run[0], resume="auto", save_steps=7,
+                                              log_steps=1, keep_checkpoint_max=0, eval_steps=3, eval_batches=1,
+                                              eval_data_dir=None, verify_data="fast", jit=False))
+    assert inputs.resume_path.endswith(f"step_{STEPS}")
+
+
+def test_resume_force_warns_with_the_changes_and_the_schedule(corpus_shards, straight_run, caplog):
+    """--resume_force continues, warning with the same list, and with the schedule change: here the decay
+    stretched from 30 to 60 updates raises the learning rate at update 30 from 0 (the end) back to ~1e-3."""
+    cfg = run_config(corpus_shards, straight_run[0], resume="auto", resume_force=True, train_steps=2 * STEPS)
+    with caplog.at_level(logging.WARNING, logger="smallbert"):
+        check_pretrain_inputs(cfg)
+    assert f"changed settings: --train_steps {STEPS} -> {2 * STEPS}" in caplog.text
+    expected = WarmupPolynomialDecay(2e-3, 3, 2 * STEPS).value(STEPS)
+    assert (f"learning-rate schedule changes at update {STEPS}: lr 0.000e+00 -> {expected:.3e} (peak 0.002, "
+            f"warmup 3, end 0 at update {STEPS} -> peak 0.002, warmup 3, end 0 at update {2 * STEPS})") in caplog.text
+
+
+def test_epochs_on_another_world_size_is_not_restretched_silently(corpus_shards, straight_run, tmp_path, caplog):
+    """A run of --epochs 2 on one device, resumed on two: an epoch is half the updates, so the schedule would
+    shrink to half its length. Refused; forced, the new length is shown."""
+    import shutil
+
+    run = tmp_path / "epochs_run"
+    shutil.copytree(straight_run[0] / "checkpoints" / f"step_{STEPS}", run / "checkpoints" / f"step_{STEPS}")
+    state_file = run / "checkpoints" / f"step_{STEPS}" / "trainer_state.json"
+    state = json.loads(state_file.read_text())  # as a 2-epoch run would have written it (not covered by the hashes)
+    state["args"].update(train_steps=None, epochs=2)
+    state_file.write_text(json.dumps(state))
+    cfg = run_config(corpus_shards, run, resume="auto", train_steps=None, epochs=2)
+    check_pretrain_inputs(cfg)  # same flags, same world size: accepted
+    with pytest.raises(SmallBertError, match="world size 1 -> 2; pass --resume_force"):
+        check_pretrain_inputs(cfg, world_size=2)
+    inputs = check_pretrain_inputs(dataclasses.replace(cfg, resume_force=True), world_size=1)
+    per_epoch = [inputs.train.batches_per_epoch(8, n) for n in (1, 2)]
+    assert per_epoch[0] >= 2 * per_epoch[1] > 0
+    with caplog.at_level(logging.WARNING, logger="smallbert"):
+        check_pretrain_inputs(dataclasses.replace(cfg, resume_force=True), world_size=2)
+    assert "changed settings: world size 1 -> 2" in caplog.text
+    assert f"end 0 at update {2 * per_epoch[0]} -> peak 0.002, warmup 3, end 0 at update {2 * per_epoch[1]})" \
+        in caplog.text
+
+
+def test_a_run_that_only_overflows_stops(corpus_shards, tmp_path, monkeypatch):
+    """Skipped steps are not updates, so a diverged run (every gradient inf/nan) would read data forever."""
+    calls = []
+
+    def overflow(self, *batch):
+        calls.append(1)
+        return StepOutput(loss=float("nan"), aux=(float("nan"), float("nan")), overflow=True, loss_scale=1.0)
+
+    monkeypatch.setattr(TrainStep, "step", overflow)
+    with pytest.raises(SmallBertError, match="training diverged: the last 100 steps after update 0 all had inf/nan"):
+        pretrain(run_config(corpus_shards, tmp_path / "diverged", eval_data_dir=None))
+    assert len(calls) == 100
 
 
 def cli_error(capsys, argv) -> str:

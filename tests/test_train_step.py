@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 
 import mindspore as ms
-from mindspore import Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 
 from smallbert import BertForPreTraining
+from smallbert.optim import WarmupPolynomialDecay, build_optimizer
 from smallbert.train import BertPreTrainingWithLoss, DynamicLossScale, TrainStep, masked_lm_loss
 from smallbert.weights import assign
+from test_optim import reference_step
 
 
 def synthetic_batch(rng, batch_size, seq_length=16, predictions=4, vocab_size=128, real_predictions=None):
@@ -110,6 +112,58 @@ def test_clipping_uses_the_unscaled_gradient_norm(steps):
     assert not step.step(*batch).overflow
     for p, b, g in zip(params, before, grads):
         np.testing.assert_allclose(p.asnumpy(), b - 0.5 * g / norm, rtol=1e-4, atol=1e-6, err_msg=p.name)
+
+
+class LinearLoss(nn.Cell):
+    """loss = Σ w · a over parameters named like BERT's (decayed weight, bias, LayerNorm weight): the gradient
+    with respect to each parameter is exactly its input a, so a reference needs no autodiff."""
+
+    def __init__(self):
+        super().__init__()
+        rng = np.random.default_rng(5)
+        self.weight = Parameter(Tensor(rng.normal(size=(4, 3)).astype(np.float32)), name="dense.weight")
+        self.bias = Parameter(Tensor(np.zeros(4, np.float32)), name="dense.bias")
+        self.ln_weight = Parameter(Tensor(np.ones(4, np.float32)), name="LayerNorm.weight")
+
+    def construct(self, a_weight, a_bias, a_ln_weight):
+        return (self.weight * a_weight).sum() + (self.bias * a_bias).sum() + (self.ln_weight * a_ln_weight).sum()
+
+
+@pytest.mark.parametrize("name", ["adamw", "lamb"])
+def test_skip_and_clip_with_adaptive_optimizers_under_a_schedule(name):
+    """AdamWeightDecay and Lamb behind TrainStep, with warmup + decay, a loss scale and clipping: the weights follow
+    the float64 reference fed the unscaled gradient clipped to norm 1 at lr(number of updates so far); a step with
+    an inf gradient changes no weight, moment or update count, and halves the loss scale."""
+    net = LinearLoss()
+    params = net.trainable_params()
+    schedule = WarmupPolynomialDecay(0.05, warmup_steps=2, decay_steps=5, end_learning_rate=0.01)
+    optimizer = build_optimizer(name, params, schedule, weight_decay=0.1)
+    step = TrainStep(net, optimizer, max_grad_norm=1.0, loss_scale=DynamicLossScale(init_scale=1024.0))
+    expected = {p.name: p.asnumpy().astype(np.float64) for p in params}
+    state, updates, scale = {}, 0, 1024.0
+    rng = np.random.default_rng(6)
+    for i in range(7):
+        grads = {p.name: 3.0 * rng.normal(size=p.shape) for p in params}  # norm ~10: clipping is active
+        overflow = i in (1, 4)
+        if overflow:
+            grads["dense.weight"][0, 0] = np.inf
+        before = [p.asnumpy().copy() for p in optimizer.get_parameters()]  # weights, moments, global_step
+        out = step.step(*(grads[p.name].astype(np.float32) for p in params))
+        assert out.overflow == overflow
+        if overflow:
+            scale /= 2
+            for p, b in zip(optimizer.get_parameters(), before):
+                np.testing.assert_array_equal(p.asnumpy(), b, err_msg=p.name)
+        else:
+            norm = np.sqrt(sum((g * g).sum() for g in grads.values()))
+            clipped = {k: g * min(1.0, 1.0 / norm) for k, g in grads.items()}
+            reference_step(name, expected, clipped, state, schedule.value(updates), 0.1, updates + 1)
+            updates += 1
+        assert out.loss_scale == scale
+        assert int(optimizer.global_step.asnumpy()[0]) == updates
+    assert updates == 5
+    for p in params:
+        np.testing.assert_allclose(p.asnumpy(), expected[p.name], rtol=1e-5, atol=2e-5, err_msg=p.name)
 
 
 def test_bias_add_gradient():

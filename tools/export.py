@@ -21,7 +21,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", required=True, type=path,
                         help="directory with config.json and model.ckpt (or model.safetensors / pytorch_model.bin)")
     parser.add_argument("--format", dest="file_format", type=str.upper, choices=FORMATS, help="export format")
-    parser.add_argument("--output", type=path, help="file to write (default: CHECKPOINT/model.mindir)")
+    parser.add_argument("--output", type=path, help="file to write; .mindir is appended when missing, as "
+                                                   "mindspore.export does (default: CHECKPOINT/model.mindir)")
     parser.add_argument("--seq_length", type=int, help="S, tokens per sequence")
     parser.add_argument("--batch_size", type=int, help="B, sequences per call")
     parser.add_argument("--max_predictions_per_seq", type=int,

@@ -135,6 +135,34 @@ def find_resume_checkpoint(resume: str, output_dir: str) -> str | None:
     return None
 
 
+# Flags a resumed run must share with its checkpoint, because they define the learning-rate schedule, the batches or
+# the update: a change would silently continue a different run. The others (--save_steps, --log_steps, eval,
+# verification, paths) may change freely.
+RESUME_FLAGS = ("lr", "end_lr", "warmup_steps", "train_steps", "epochs", "optimizer", "weight_decay", "max_grad_norm",
+                "amp", "amp_dtype", "train_batch_size", "accumulation_steps", "seed")
+
+
+def _show(value: Any) -> str:
+    return "unset" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def resume_changes(state: dict[str, Any], args: dict[str, Any], world_size: int,
+                   config: dict[str, Any], saved_config: dict[str, Any]) -> list[str]:
+    """How this run differs from the one that wrote a checkpoint, one `--flag old -> new` per change.
+
+    state: the checkpoint's trainer state (its "args" and "world_size"); args: this run's flags (RESUME_FLAGS are
+    compared); config / saved_config: the model configs as dicts (every field is compared). Returns [] for none.
+    """
+    saved_args = state.get("args", {})
+    changes = [f"--{flag} {_show(saved_args[flag])} -> {_show(args[flag])}" for flag in RESUME_FLAGS
+               if flag in saved_args and saved_args[flag] != args[flag]]
+    changes += [f"--config {key} {_show(saved_config.get(key))} -> {_show(value)}" for key, value in config.items()
+                if saved_config.get(key) != value]
+    if state.get("world_size", world_size) != world_size:
+        changes.append(f"world size {state['world_size']} -> {world_size}")
+    return changes
+
+
 def _assign_all(parameters: Sequence[Parameter], values: dict[str, np.ndarray], source: str) -> None:
     """Writes `values` into `parameters` by name (see weights.assign). Every parameter must be present with its
     shape."""

@@ -131,7 +131,8 @@ class PretrainConfig:
     train_batch_size is per device and per optimizer step; with accumulation_steps K it is processed as K
     micro-batches of train_batch_size / K. The global batch is train_batch_size × data-parallel ranks.
     Exactly one of train_steps and epochs is set. eval_steps 0 = evaluate only at the end; save_steps 0 = save
-    only at the end; keep_checkpoint_max 0 = keep all.
+    only at the end; keep_checkpoint_max 0 = keep all. A resume must keep the flags `checkpoint.RESUME_FLAGS`, the
+    model config and the world size unless resume_force (see `check_resume_flags`).
     """
 
     data_dir: str
@@ -154,6 +155,7 @@ class PretrainConfig:
     save_steps: int = 1000
     keep_checkpoint_max: int = 5
     resume: str | None = None
+    resume_force: bool = False
     init_checkpoint: str | None = None
     eval_data_dir: str | None = None
     eval_steps: int = 0

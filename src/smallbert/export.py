@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 # MindSpore and the model are imported where they are used: tools/export.py reads FORMATS and `export`'s
 # defaults for its --help, which must not wait for MindSpore.
 FORMATS = ("MINDIR",)
+MINDIR_SUFFIX = ".mindir"  # `mindspore.export` appends it to a file name without it, and `mindspore.load` requires it
 
 
 def example_inputs(model: BertPreTrainedModel, batch_size: int, seq_length: int,
@@ -58,7 +59,8 @@ def check_shapes(model: BertPreTrainedModel, batch_size: int, seq_length: int, m
 def export(checkpoint: str, output: str | None = None, file_format: str = "MINDIR", batch_size: int = 1,
            seq_length: int = 128, max_predictions_per_seq: int = 20) -> tuple[str, BertPreTrainedModel]:
     """Exports the model in `checkpoint` (our or a Hugging Face directory) to `output` (default
-    `<checkpoint>/model.mindir`). Returns (the written path, the exported model).
+    `<checkpoint>/model.mindir`). As `mindspore.export` does, ".mindir" is appended to an `output` not ending in
+    it, since `mindspore.load` refuses any other name. Returns (the written path, the exported model).
     """
     import mindspore as ms
 
@@ -72,14 +74,16 @@ def export(checkpoint: str, output: str | None = None, file_format: str = "MINDI
     if output is None:
         directory = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(os.path.abspath(checkpoint))
         output = os.path.join(directory, "model.mindir")
+    if not output.endswith(MINDIR_SUFFIX):
+        output += MINDIR_SUFFIX
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    name = os.path.basename(output).removesuffix(".mindir")
+    name = os.path.basename(output).removesuffix(MINDIR_SUFFIX)
     stem = os.path.join(os.path.dirname(os.path.abspath(output)), f".tmp-{os.getpid()}-{name}")
     try:
         ms.export(model, *example_inputs(model, batch_size, seq_length, max_predictions_per_seq),
-                  file_name=stem, file_format="MINDIR")  # MindSpore appends ".mindir" to file_name
-        os.replace(stem + ".mindir", output)
+                  file_name=stem, file_format="MINDIR")
+        os.replace(stem + MINDIR_SUFFIX, output)
     finally:
-        if os.path.exists(stem + ".mindir"):
-            os.remove(stem + ".mindir")
+        if os.path.exists(stem + MINDIR_SUFFIX):
+            os.remove(stem + MINDIR_SUFFIX)
     return output, model

@@ -6,10 +6,12 @@ graphs. `pretrain` is the loop behind `run_pretrain.py`: data, logging, eval, ch
 
 Run directory (`output_dir`): `checkpoints/step_<N>/` and `final/` (see `smallbert.checkpoint`), and
 `metrics.jsonl`, one JSON object per line —
-    train rows: step, epoch, loss, mlm_loss, nsp_loss, lr, loss_scale, seq_per_s, overflow_steps
+    train rows: step, epoch, loss, mlm_loss, nsp_loss, lr, loss_scale, seq_per_s, skipped_steps, overflow_steps
     eval rows:  step, eval_loss, eval_mlm_loss, eval_nsp_loss, eval_mlm_accuracy, eval_nsp_accuracy,
                 eval_perplexity
-Losses in train rows are means over the rows' `log_steps` steps on rank 0's data.
+`step` counts optimizer updates: a step skipped because its gradients overflowed is not one (see `pretrain`).
+Losses in train rows are means over the updates since the previous row, on rank 0's data; skipped_steps counts
+the steps skipped since the previous row, overflow_steps all skipped so far.
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ from mindspore.common import dtype as mstype
 from mindspore.communication import get_group_size, get_rank, init
 
 from . import cpu_kernels
-from .checkpoint import (FINAL_DIR, find_resume_checkpoint, list_checkpoints, restore_checkpoint, save_checkpoint,
-                         verify_checkpoint)
+from .checkpoint import (FINAL_DIR, find_resume_checkpoint, list_checkpoints, restore_checkpoint, resume_changes,
+                         save_checkpoint, verify_checkpoint)
 from .config import AMP_LEVELS, DEVICES, PRECISIONS, BertConfig, PretrainConfig
 from .data.records import (check_vocab, checked_batches, list_shards, pretraining_dataset, read_metadata,
                            shard_rows, validate_for_model, verify_shards, verify_tfrecords)
@@ -400,6 +402,13 @@ class _Shards:
                                    skip_batches=skip_batches, metadata=self.metadata):
             yield tuple(row[c] for c in PRETRAINING_COLUMNS)
 
+    @property
+    def rows(self) -> int:
+        """Sequences in all the shards (for TFRecords, counted by a pass over the files)."""
+        if self.metadata is not None:
+            return sum(shard_rows(self.files, self.metadata))
+        return pretraining_dataset(self.files, 1, shuffle=False).get_dataset_size()
+
     def batches_per_epoch(self, batch_size: int, world_size: int) -> int:
         if self.metadata is not None:
             return sum(shard_rows(self.files, self.metadata)) // world_size // batch_size
@@ -471,11 +480,51 @@ def check_pretrain_inputs(cfg: PretrainConfig, world_size: int = 1) -> _Inputs:
         if state.get("seq_length") != train.seq_length:
             raise SmallBertError(f"--resume: {resume_path} was trained on sequences of {state.get('seq_length')} "
                                  f"tokens, --data_dir has {train.seq_length}")
+        check_resume_flags(cfg, state, resume_path, bert_config, train, world_size)
     return _Inputs(bert_config, train, evaluation, resume_path)
+
+
+def total_updates(train_steps: int | None, epochs: int | None, train: _Shards, batch_size: int,
+                  world_size: int) -> int:
+    """The run's length in optimizer updates: train_steps, or epochs × this many ranks' batches per epoch."""
+    return train_steps or epochs * train.batches_per_epoch(batch_size, world_size)
+
+
+def check_resume_flags(cfg: PretrainConfig, state: dict[str, Any], resume_path: str, bert_config: BertConfig,
+                       train: _Shards, world_size: int) -> None:
+    """Refuses, in one line, to resume the checkpoint `resume_path` (trainer `state`) with flags, model config or
+    world size other than its own (`checkpoint.resume_changes`). With cfg.resume_force it warns with the same list
+    instead and, when the learning-rate schedule changes (new peak, warmup, end or length, e.g. --epochs on
+    another world size), with both schedules and the lr the next update takes under each."""
+    changes = resume_changes(state, dataclasses.asdict(cfg), world_size, bert_config.to_dict(),
+                             BertConfig.from_json_file(resume_path).to_dict())
+    if not changes:
+        return
+    if not cfg.resume_force:
+        raise SmallBertError(f"--resume: {resume_path} was trained with other settings: {', '.join(changes)}; "
+                             f"pass --resume_force to continue with the new ones")
+    logger.warning("--resume_force: continuing %s with changed settings: %s", resume_path, ", ".join(changes))
+    saved = state.get("args", {})
+    try:
+        old = (saved["lr"], saved["warmup_steps"], saved["end_lr"],
+               total_updates(saved["train_steps"], saved["epochs"], train, saved["train_batch_size"],
+                             state["world_size"]))
+    except KeyError:  # a checkpoint that records no flags
+        return
+    new = (cfg.lr, cfg.warmup_steps, cfg.end_lr,
+           total_updates(cfg.train_steps, cfg.epochs, train, cfg.train_batch_size, world_size))
+    if old != new:
+        step = state["step"]
+        lrs = [WarmupPolynomialDecay(lr, warmup, total, end).value(step) for lr, warmup, end, total in (old, new)]
+        logger.warning("learning-rate schedule changes at update %d: lr %.3e -> %.3e (peak %g, warmup %d, end %g "
+                       "at update %d -> peak %g, warmup %d, end %g at update %d)", step, *lrs, *old, *new)
 
 
 class _MetricsLog:
     """Averages step outputs between log points; writes a console line and a `metrics.jsonl` row (rank 0 only).
+
+    Losses are averaged over the updates only: a skipped step's loss may be inf or nan. Throughput counts every
+    batch the step consumed.
 
     Opening the log drops rows newer than `start_step`, so a resumed run's file has no duplicates.
     """
@@ -486,6 +535,7 @@ class _MetricsLog:
         self.enabled = enabled
         self.sums = np.zeros(3)
         self.count = 0
+        self.skipped = 0
         self.started = time.perf_counter()
         if enabled and os.path.exists(self.path):
             with open(self.path, encoding="utf-8") as f:
@@ -495,6 +545,9 @@ class _MetricsLog:
             os.replace(self.path + ".tmp", self.path)
 
     def add(self, out: StepOutput) -> None:
+        if out.overflow:
+            self.skipped += 1
+            return
         self.sums += (out.loss, *out.aux)
         self.count += 1
 
@@ -508,28 +561,80 @@ class _MetricsLog:
         """Writes the averages since the last flush; returns the row."""
         elapsed = time.perf_counter() - self.started
         loss, mlm_loss, nsp_loss = self.sums / max(self.count, 1)
-        seq_per_s = self.count * global_batch_size / elapsed
+        seq_per_s = (self.count + self.skipped) * global_batch_size / elapsed
         eta = (self.total_steps - step) * elapsed / max(self.count, 1)
         row = {"step": step, "epoch": epoch, "loss": loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss, "lr": lr,
-               "loss_scale": loss_scale, "seq_per_s": seq_per_s, "overflow_steps": overflow_steps}
+               "loss_scale": loss_scale, "seq_per_s": seq_per_s, "skipped_steps": self.skipped,
+               "overflow_steps": overflow_steps}
         self.write(row)
         if self.enabled:
+            skipped = f" | skipped {self.skipped} (overflow)" if self.skipped else ""
             tqdm.write(f"step {step}/{self.total_steps} | loss {loss:.4f} (mlm {mlm_loss:.4f}, nsp {nsp_loss:.4f}) "
-                       f"| lr {lr:.3e} | scale {loss_scale:g} | {seq_per_s:.1f} seq/s "
+                       f"| lr {lr:.3e} | scale {loss_scale:g} | {seq_per_s:.1f} seq/s{skipped} "
                        f"| eta {time.strftime('%H:%M:%S', time.gmtime(eta))}")
         self.sums[:] = 0
         self.count = 0
+        self.skipped = 0
         self.started = time.perf_counter()
         return row
+
+
+MAX_SKIPPED_IN_A_ROW = 100  # dynamic loss scaling recovers in log2(scale) skips: 16 from the default 2^16
+
+
+def check_not_diverged(skipped_in_a_row: int, step: int, loss_scale: float) -> None:
+    """Stops a run whose gradients stay inf/nan: with skipped steps not counted it would otherwise never end.
+
+    Raises SmallBertError after MAX_SKIPPED_IN_A_ROW skipped steps in a row; the checkpoints are kept."""
+    if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+        raise SmallBertError(f"training diverged: the last {skipped_in_a_row} steps after update {step} all had "
+                             f"inf/nan gradients (loss scale now {loss_scale:g}); resume from an earlier "
+                             f"checkpoint with a lower --lr, or use --amp O0")
+
+
+def run_summary(cfg: PretrainConfig, inputs: _Inputs, model: BertForPreTraining, world_size: int,
+                total_steps: int, start_step: int) -> str:
+    """What the run is about to do, as printed before the progress bar: model, data, length, batch, devices,
+    precision, optimizer and learning-rate schedule."""
+    c = inputs.bert_config
+    parameters = sum(int(np.prod(p.shape)) for p in model.weights())
+    length = f"{total_steps} updates" + (f" ({cfg.epochs} epochs of "
+                                         f"{inputs.train.batches_per_epoch(cfg.train_batch_size, world_size)})"
+                                         if cfg.epochs else "")
+    if start_step:
+        length += f", resuming after update {start_step}"
+    precision = "float32 (O0)" if cfg.amp == "O0" else f"{cfg.amp_dtype} matmuls, float32 master weights ({cfg.amp})"
+    if cfg.amp != "O0" and cfg.amp_dtype == "float16":
+        precision += f", dynamic loss scale from {cfg.init_loss_scale:g}"
+    micro = cfg.train_batch_size // cfg.accumulation_steps
+    lines = [
+        f"model:        BertForPreTraining L{c.num_hidden_layers}-H{c.hidden_size}-A{c.num_attention_heads}, "
+        f"{parameters:,} parameters ({cfg.bert_config_file})",
+        f"data:         {inputs.train.rows:,} sequences of {inputs.train.seq_length} tokens in "
+        f"{len(inputs.train.files)} shards ({cfg.data_dir})",
+        f"steps:        {length}; skipped (overflow) steps are not counted",
+        f"global batch: {cfg.train_batch_size * world_size} = {micro} per micro-batch x {cfg.accumulation_steps} "
+        f"accumulation x {world_size} devices",
+        f"devices:      {world_size} x {cfg.device_target}",
+        f"precision:    {precision}",
+        f"optimizer:    {cfg.optimizer}, weight decay {cfg.weight_decay:g}, clip at global norm "
+        f"{cfg.max_grad_norm:g}",
+        f"lr schedule:  linear warmup to {cfg.lr:g} over {cfg.warmup_steps} updates, then linear decay to "
+        f"{cfg.end_lr:g} at update {total_steps}",
+    ]
+    return "run summary:\n  " + "\n  ".join(lines)
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Pretrains BERT on MLM + NSP as `cfg` says; returns the last train-log row and eval results.
 
     Checks all inputs first (`check_pretrain_inputs`), then builds the model, optimizer and `TrainStep`, restores
-    a checkpoint when resuming, and trains until `train_steps` (or `epochs`) optimizer steps, logging every
-    `log_steps`, evaluating every `eval_steps` and saving every `save_steps`; then saves a last checkpoint and the
-    model to `output_dir/final/`. Under msrun every rank trains on its slice of each batch; rank 0 alone writes.
+    a checkpoint when resuming, and trains until `train_steps` (or `epochs` × batches per epoch) optimizer
+    updates, logging every `log_steps`, evaluating every `eval_steps` and saving every `save_steps` updates; then
+    saves a last checkpoint and the model to `output_dir/final/`. As in Google's and NVIDIA's scripts a step
+    skipped on overflow is no update: it reads a batch but moves neither the count nor the learning rate, so the
+    run still makes `train_steps` updates and ends at `end_lr`; skipped steps are counted apart. Under msrun every
+    rank trains on its slice of each batch; rank 0 alone writes.
     """
     ms.set_device(cfg.device_target)
     ms.set_seed(cfg.seed)
@@ -549,7 +654,7 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
     net = BertPreTrainingWithLoss(model)
     model.set_train(True)
     batches_per_epoch = inputs.train.batches_per_epoch(cfg.train_batch_size, world_size)
-    total_steps = cfg.train_steps or cfg.epochs * batches_per_epoch
+    total_steps = total_updates(cfg.train_steps, cfg.epochs, inputs.train, cfg.train_batch_size, world_size)
     schedule = WarmupPolynomialDecay(cfg.lr, cfg.warmup_steps, total_steps, cfg.end_lr)
     optimizer = build_optimizer(cfg.optimizer, net.trainable_params(), schedule, weight_decay=cfg.weight_decay)
     loss_scale = DynamicLossScale(cfg.init_loss_scale) if compute_dtype == mstype.float16 else None
@@ -571,6 +676,8 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
             logger.info("resuming from %s: step %d, epoch %d, %d batches into it", inputs.resume_path, step,
                         epoch, batches_done)
     log = _MetricsLog(cfg.output_dir, step, total_steps, enabled=rank == 0)
+    if rank == 0:
+        logger.info(run_summary(cfg, inputs, model, world_size, total_steps, step))
 
     metrics_fn = None
     if inputs.eval is not None:
@@ -602,18 +709,25 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
 
     results: dict[str, Any] = {}
     bar = tqdm(total=total_steps, initial=step, unit="step", disable=rank != 0, dynamic_ncols=True)
+    skipped_in_a_row = 0
     while step < total_steps:
         if batches_done >= batches_per_epoch:
             epoch, batches_done = epoch + 1, 0
         for batch in inputs.train.batches(cfg.train_batch_size, epoch=epoch, seed=cfg.seed, shuffle=True,
                                           rank=rank, world_size=world_size, skip_batches=batches_done):
             out = train_step.step(*batch)
-            step += 1
             batches_done += 1
-            overflow_steps += out.overflow
             log.add(out)
+            if out.overflow:
+                overflow_steps += 1
+                skipped_in_a_row += 1
+                check_not_diverged(skipped_in_a_row, step, out.loss_scale)
+                bar.set_postfix(loss=f"{out.loss:.4f}", skipped=overflow_steps, refresh=False)
+                continue
+            step += 1
+            skipped_in_a_row = 0
             bar.update()
-            bar.set_postfix(loss=f"{out.loss:.4f}", refresh=False)
+            bar.set_postfix(loss=f"{out.loss:.4f}", skipped=overflow_steps, refresh=False)
             if step % cfg.log_steps == 0 or step == total_steps:
                 applied = int(optimizer.global_step.asnumpy()[0])
                 results.update(log.flush(step, epoch, schedule.value(max(applied - 1, 0)), out.loss_scale,
@@ -628,4 +742,6 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
     save()
     if rank == 0:
         model.save_pretrained(os.path.join(cfg.output_dir, FINAL_DIR), vocab_file=cfg.vocab_file)
+        logger.info("done: %d updates, %d steps skipped on overflow in total", step,
+                    overflow_steps)
     return results
