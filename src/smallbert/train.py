@@ -29,7 +29,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from mindspore.communication import get_group_size, get_rank, init
 
-from . import cpu_kernels
+from . import cpu_kernels, device
 from .checkpoint import (FINAL_DIR, find_resume_checkpoint, list_checkpoints, restore_checkpoint, save_checkpoint,
                          verify_checkpoint)
 from .config import BertConfig
@@ -149,6 +149,8 @@ class TrainStep(nn.Cell):
         self.accumulation_steps = int(accumulation_steps)
         self.max_grad_norm = float(max_grad_norm)
         self.loss_scale = loss_scale
+        # float16 on a saturating NPU: overflow leaves no inf/nan for the norm check to see (see device.py).
+        self.status_finite = device.npu_status_check() if loss_scale is not None else None
         self.grad_fn = ms.value_and_grad(self.scaled_forward, None, self.weights, has_aux=True)
         world_size = _data_parallel_world_size()
         self.grad_reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=world_size) \
@@ -183,6 +185,10 @@ class TrainStep(nn.Cell):
         inverse = 1.0 / (self.current_scale() * divisor)
         norm = global_norm(grads) * inverse
         finite = ops.isfinite(norm)
+        if self.status_finite is not None:
+            finite = ops.logical_and(finite, self.status_finite(grads))
+            if self.grad_reducer is not None:  # the status is per device: skip on every rank or on none
+                finite = ops.AllReduce()(ops.logical_not(finite).astype(mstype.float32)) < 0.5
         coefficient = inverse
         if self.max_grad_norm > 0:
             coefficient = inverse * self.max_grad_norm / ops.maximum(norm, self.max_grad_norm)
@@ -377,6 +383,7 @@ class PretrainConfig:
     bert_config_file: str
     output_dir: str
     device_target: str = "CPU"
+    device_id: int | None = None
     optimizer: str = "adamw"
     lr: float = 1e-4
     end_lr: float = 0.0
@@ -575,10 +582,12 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     `log_steps`, evaluating every `eval_steps` and saving every `save_steps`; then saves a last checkpoint and the
     model to `output_dir/final/`. Under msrun every rank trains on its slice of each batch; rank 0 alone writes.
     """
-    ms.set_device(cfg.device_target)
-    ms.set_seed(cfg.seed)
+    device.set_device(cfg.device_target, cfg.device_id)
     rank, world_size = init_data_parallel()
     inputs = check_pretrain_inputs(cfg, world_size)
+    if cfg.amp != "O0" and cfg.amp_dtype == "bfloat16":
+        device.check_bfloat16(inputs.bert_config, cfg.device_target)
+    ms.set_seed(cfg.seed)  # after the probe's model: the run's initial weights do not depend on it
     with output_directory(cfg.output_dir):  # removed again if this run made it and fails before writing to it
         return _pretrain(cfg, inputs, rank, world_size)
 
