@@ -41,6 +41,11 @@ def test_device_id_refuses_bad_input(flag, environ, message):
         device.device_id(flag, environ)
 
 
+def test_cpu_takes_no_device_id():
+    with pytest.raises(SmallBertError, match="--device_id: CPU has one device"):
+        device.set_device("CPU", 1)
+
+
 @pytest.mark.parametrize("target, features, environ, expected", [
     ("CPU", set(), {}, False),
     ("GPU", set(), {}, False),

@@ -51,10 +51,9 @@ def device_id(flag: int | None, environ: Mapping[str, str] = os.environ) -> int 
 
 def set_device(device_target: str, flag: int | None = None) -> None:
     """`ms.set_device(device_target, device_id(flag))`; CPU has a single device and takes no id."""
-    chosen = None if device_target == "CPU" else device_id(flag)
     if device_target == "CPU" and flag:
         raise SmallBertError("--device_id: CPU has one device (0)")
-    ms.set_device(device_target, chosen)
+    ms.set_device(device_target, None if device_target == "CPU" else device_id(flag))
 
 
 def _soc_supports(feature: str) -> bool:
