@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     speed = parser.add_argument_group("device and speed")
     speed.add_argument("--device_target", choices=DEVICES, help="where to train")
+    speed.add_argument("--device_id", type=int,
+                       help="GPU/NPU to run on when not launched by msrun ($DEVICE_ID if set, else 0; msrun "
+                            "assigns one per process)")
     speed.add_argument("--amp", choices=AMP_LEVELS,
                        help="O0: float32. O2: matmuls in --amp_dtype with float32 master weights, LayerNorm, "
                             "softmax and losses, and dynamic loss scaling for float16; O1 is the same as O2 (the "

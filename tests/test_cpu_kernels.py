@@ -3,6 +3,7 @@ masks that depend only on (seed, site, step); and the model falls back to MindSp
 be built or are switched off."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -183,3 +184,29 @@ def test_dropout_counters_are_run_state_not_weights(tmp_path, tiny_config):
     model.save_pretrained(str(tmp_path / "saved"))
     assert not counters & set(ms.load_checkpoint(str(tmp_path / "saved" / "model.ckpt")))
     assert not BertForPreTraining.from_pretrained(str(tmp_path / "saved")).load_report.missing
+
+
+@pytest.mark.parametrize("fused", [pytest.param(True, marks=needs_kernels), False])
+def test_data_parallel_ranks_share_weights_but_not_dropout_masks(monkeypatch, tiny_config, fused):
+    """Two simulated ranks with one seed: identical initial weights, different masks (same rank: same masks).
+    fused=False is the path GPU, Ascend and float16 take (MindSpore's dropout, seeded per rank)."""
+    if not fused:
+        monkeypatch.setenv("SMALLBERT_FUSED_KERNELS", "0")
+    x = Tensor(np.ones((8, 64), np.float32))
+
+    def rank_model(rank):
+        monkeypatch.setattr(cpu_kernels, "_rank", lambda: rank)
+        ms.set_seed(7)
+        model = BertForPreTraining(dataclasses.replace(tiny_config, hidden_dropout_prob=0.5))
+        model.set_train(True)
+        cells = [c for _, c in model.cells_and_names() if isinstance(c, cpu_kernels.SeededDropout)]
+        assert len(cells) == 1 + 3 * tiny_config.num_hidden_layers
+        assert isinstance(cells[0], cpu_kernels.FusedDropout) is fused
+        return {p.name: p.asnumpy() for p in model.weights()}, cells[0](x).asnumpy() != 0
+
+    weights_0, mask_0 = rank_model(0)
+    weights_1, mask_1 = rank_model(1)
+    for name, value in weights_0.items():
+        np.testing.assert_array_equal(weights_1[name], value, err_msg=name)
+    assert not np.array_equal(mask_0, mask_1)
+    assert np.array_equal(rank_model(0)[1], mask_0)

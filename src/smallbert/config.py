@@ -139,6 +139,7 @@ class PretrainConfig:
     bert_config_file: str
     output_dir: str
     device_target: str = "CPU"
+    device_id: int | None = None
     optimizer: str = "adamw"
     lr: float = 1e-4
     end_lr: float = 0.0

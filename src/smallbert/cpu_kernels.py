@@ -120,14 +120,13 @@ class _DropoutOp(nn.Cell):
                 ops.zeros_like(keep_prob))
 
 
-class FusedDropout(nn.Cell):
-    """Dropout whose masks are a function of (seed, rank, site, step): resumable, unlike MindSpore's CPU dropout.
+class SeededDropout(nn.Cell):
+    """MindSpore's Dropout with op-level seeds (seed + rank, site + 1): data-parallel ranks draw different masks.
 
-    MindSpore's CPU dropout keeps its generator inside the kernel, where a checkpoint can't reach it. Here the only
-    state is `step` (int32 [1], counted up by every training call): saved with the optimizer state (see
-    `rng_state`), it makes a resumed run draw the masks of an uninterrupted one. `site` tells the model's dropout
-    layers apart and is set by the model after construction (`number_sites`); `seed` is MindSpore's global seed.
-    float16 input (mixed precision) goes to MindSpore's dropout.
+    `nn.Dropout` takes its seeds from `_get_graph_seed(0, "dropout")` (mindspore/nn/layer/basic.py and
+    common/seed.py in 2.10): the global seed and a per-process counter, the same on every rank, so all ranks would
+    drop the same units of their slices. Weights still come from the global seed alone, identical on every rank.
+    `site` (the layer's index, set by `number_sites`) keeps layers apart; +1 because seeds (0, 0) mean "random".
     """
 
     def __init__(self, p: float):
@@ -135,15 +134,38 @@ class FusedDropout(nn.Cell):
         import mindspore as ms
 
         self.p = p
-        self.keep_prob = Tensor([1.0 - p], mstype.float32)
         self.seed = int(ms.get_seed() or 0)
         self.rank = _rank()
         self.set_site(0)
-        self.step = Parameter(Tensor([0], mstype.int32), name="step", requires_grad=False)
-        self.op = _DropoutOp()
-        self.fallback = nn.Dropout(p=p)
 
     def set_site(self, site: int) -> None:
+        self.site = site
+        self.dropout = ops.Dropout(1.0 - self.p, (self.seed + self.rank) % 2 ** 31, site + 1)
+
+    def construct(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        return self.dropout(x)[0]
+
+
+class FusedDropout(SeededDropout):
+    """Dropout whose masks are a function of (seed, rank, site, step): resumable, unlike MindSpore's CPU dropout.
+
+    MindSpore's CPU dropout keeps its generator inside the kernel, where a checkpoint can't reach it. Here the only
+    state is `step` (int32 [1], counted up by every training call): saved with the optimizer state (see
+    `rng_state`), it makes a resumed run draw the masks of an uninterrupted one. `site` tells the model's dropout
+    layers apart and is set by the model after construction (`number_sites`); `seed` is MindSpore's global seed.
+    float16 input (mixed precision) goes to the seeded MindSpore dropout.
+    """
+
+    def __init__(self, p: float):
+        super().__init__(p)
+        self.keep_prob = Tensor([1.0 - p], mstype.float32)
+        self.step = Parameter(Tensor([0], mstype.int32), name="step", requires_grad=False)
+        self.op = _DropoutOp()
+
+    def set_site(self, site: int) -> None:
+        super().set_site(site)
         words = np.array([self.seed & 0xFFFFFFFF, self.seed >> 32 & 0xFFFFFFFF, self.rank, site], np.uint32)
         self.stream = Tensor(words.view(np.int32))  # the kernel reads the bits as unsigned
 
@@ -151,7 +173,7 @@ class FusedDropout(nn.Cell):
         if not self.training or self.p == 0.0:
             return x
         if x.dtype != mstype.float32:
-            return self.fallback(x)
+            return super().construct(x)
         y, _ = self.op(x, self.stream, self.step, self.keep_prob)
         return ops.depend(y, ops.assign_add(self.step, ops.ones_like(self.step)))
 
@@ -168,8 +190,8 @@ def _rank() -> int:
 
 
 def number_sites(model: nn.Cell) -> None:
-    """Gives each FusedDropout in `model` its own stream, in the model's (deterministic) cell order."""
-    for site, cell in enumerate(c for _, c in model.cells_and_names() if isinstance(c, FusedDropout)):
+    """Gives each dropout layer in `model` its own stream, in the model's (deterministic) cell order."""
+    for site, cell in enumerate(c for _, c in model.cells_and_names() if isinstance(c, SeededDropout)):
         cell.set_site(site)
 
 

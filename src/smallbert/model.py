@@ -78,8 +78,9 @@ class LayerNorm(nn.Cell):
 
 
 def dropout(p: float) -> nn.Cell:
-    """A dropout layer: the resumable fused one on CPU when available (see `cpu_kernels.FusedDropout`)."""
-    return cpu_kernels.FusedDropout(p) if cpu_kernels.enabled() else nn.Dropout(p=p)
+    """A dropout layer: the resumable fused one on CPU when available, else MindSpore's seeded per rank (see
+    `cpu_kernels.FusedDropout` and `cpu_kernels.SeededDropout`)."""
+    return cpu_kernels.FusedDropout(p) if cpu_kernels.enabled() else cpu_kernels.SeededDropout(p)
 
 
 class Embedding(nn.Cell):

@@ -31,9 +31,9 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from mindspore.communication import get_group_size, get_rank, init
 
-from . import cpu_kernels
-from .checkpoint import (FINAL_DIR, find_resume_checkpoint, list_checkpoints, restore_checkpoint, resume_changes,
-                         save_checkpoint, verify_checkpoint)
+from . import cpu_kernels, device
+from .checkpoint import (CHECKPOINTS_DIR, FINAL_DIR, TRAINER_STATE_NAME, find_resume_checkpoint, list_checkpoints,
+                         restore_checkpoint, resume_changes, save_checkpoint, verify_checkpoint)
 from .config import AMP_LEVELS, DEVICES, PRECISIONS, BertConfig, PretrainConfig
 from .data.records import (check_vocab, checked_batches, list_shards, pretraining_dataset, read_metadata,
                            shard_rows, validate_for_model, verify_shards, verify_tfrecords)
@@ -71,6 +71,13 @@ def _data_parallel_world_size() -> int:
     if ms.get_auto_parallel_context("parallel_mode") != ms.ParallelMode.DATA_PARALLEL:
         return 1
     return get_group_size()
+
+
+def sum_over_ranks(values: np.ndarray) -> np.ndarray:
+    """Element-wise sum of a small float array over the data-parallel ranks (one AllReduce); unchanged alone."""
+    if _data_parallel_world_size() == 1:
+        return values
+    return ops.AllReduce()(Tensor(np.asarray(values, np.float32))).asnumpy().astype(np.float64)
 
 
 class DynamicLossScale(nn.Cell):
@@ -151,6 +158,8 @@ class TrainStep(nn.Cell):
         self.accumulation_steps = int(accumulation_steps)
         self.max_grad_norm = float(max_grad_norm)
         self.loss_scale = loss_scale
+        # float16 on a saturating NPU: overflow leaves no inf/nan for the norm check to see (see device.py).
+        self.status_finite = device.npu_status_check() if loss_scale is not None else None
         self.grad_fn = ms.value_and_grad(self.scaled_forward, None, self.weights, has_aux=True)
         world_size = _data_parallel_world_size()
         self.grad_reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=world_size) \
@@ -185,6 +194,10 @@ class TrainStep(nn.Cell):
         inverse = 1.0 / (self.current_scale() * divisor)
         norm = global_norm(grads) * inverse
         finite = ops.isfinite(norm)
+        if self.status_finite is not None:
+            finite = ops.logical_and(finite, self.status_finite(grads))
+            if self.grad_reducer is not None:  # the status is per device: skip on every rank or on none
+                finite = ops.AllReduce()(ops.logical_not(finite).astype(mstype.float32)) < 0.5
         coefficient = inverse
         if self.max_grad_norm > 0:
             coefficient = inverse * self.max_grad_norm / ops.maximum(norm, self.max_grad_norm)
@@ -219,11 +232,12 @@ class TrainStep(nn.Cell):
         """One optimizer update on `batch` (leading axis accumulation_steps × B); see the class docstring."""
         batch = tuple(Tensor(x) if isinstance(x, np.ndarray) else x for x in batch)
         k = self.accumulation_steps
+        split = getattr(self.net_with_loss, "split_batch", None)
         if k == 1:
-            outputs, overflow, scale = self._fused_step(*batch)
+            outputs, overflow, scale = self._fused_step(*(split(batch, 1)[0] if split else batch))
             micro_outputs = [outputs]
         else:
-            split = getattr(self.net_with_loss, "split_batch", split_batch)
+            split = split or split_batch
             micro_outputs = [self._accumulate(*micro) for micro in split(batch, k)]
             overflow, scale = self._apply_accumulated()
         merged = [_merge([out[j].asnumpy() for out in micro_outputs]) for j in range(len(micro_outputs[0]))]
@@ -308,11 +322,16 @@ class BertPreTrainingWithLoss(nn.Cell):
 
     @staticmethod
     def split_batch(batch: Sequence[Tensor], k: int) -> list[tuple[Tensor, ...]]:
-        """Micro-batches for gradient accumulation, each with `mlm_denominator` = (sum(w) + 1e-5) / k over the
-        WHOLE batch: micro-batches rarely hold the same number of real predictions, and normalising each by its
-        own would weight a prediction by the size of its micro-batch instead of the batch's."""
+        """k micro-batches, each with `mlm_denominator` = (sum(w) + 1e-5) / (k · ranks), sum(w) over the WHOLE
+        batch of all data-parallel ranks (one all-reduce of a scalar).
+
+        Micro-batches and ranks rarely hold the same number of real predictions; normalising each by its own
+        would weight a prediction by the size of its slice. With the shared denominator, averaging gradients over
+        k micro-batches and N ranks gives exactly the gradient of one process on the N·k micro-batches' union,
+        whose MLM loss is Google's sum(w · nll) / (sum(w) + 1e-5). (Google's TPU code normalises per core.)"""
         weights = batch[PRETRAINING_COLUMNS.index("masked_lm_weights")]
-        denominator = Tensor((float(weights.sum()) + 1e-5) / k, mstype.float32)
+        total = float(sum_over_ranks(np.array([float(weights.sum())]))[0])
+        denominator = Tensor((total + 1e-5) / (k * _data_parallel_world_size()), mstype.float32)
         return [micro + (denominator,) for micro in split_batch(batch, k)]
 
 
@@ -349,8 +368,7 @@ def evaluate(metrics_fn, batches) -> dict[str, float]:
     totals = np.zeros(6, np.float64)
     for batch in batches:
         totals += metrics_fn(*(Tensor(x) for x in batch)).asnumpy()
-    if _data_parallel_world_size() > 1:
-        totals = ops.AllReduce()(Tensor(totals.astype(np.float32))).asnumpy().astype(np.float64)
+    totals = sum_over_ranks(totals)
     mlm_nll, mlm_correct, mlm_weight, nsp_nll, nsp_correct, examples = totals
     mlm_loss, nsp_loss = mlm_nll / max(mlm_weight, 1e-5), nsp_nll / max(examples, 1.0)
     return {"eval_loss": float(mlm_loss + nsp_loss), "eval_mlm_loss": float(mlm_loss), "eval_nsp_loss": float(nsp_loss),
@@ -636,12 +654,55 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     run still makes `train_steps` updates and ends at `end_lr`; skipped steps are counted apart. Under msrun every
     rank trains on its slice of each batch; rank 0 alone writes.
     """
-    ms.set_device(cfg.device_target)
-    ms.set_seed(cfg.seed)
+    device.set_device(cfg.device_target, cfg.device_id)
     rank, world_size = init_data_parallel()
     inputs = check_pretrain_inputs(cfg, world_size)
+    inputs.resume_path = agree_on_resume(cfg, inputs.resume_path, rank, world_size)
+    if cfg.amp != "O0" and cfg.amp_dtype == "bfloat16":
+        device.check_bfloat16(inputs.bert_config, cfg.device_target)
+    ms.set_seed(cfg.seed)  # after the probe's model: the run's initial weights do not depend on it
     with output_directory(cfg.output_dir):  # removed again if this run made it and fails before writing to it
         return _pretrain(cfg, inputs, rank, world_size)
+
+
+def agree_on_resume(cfg: PretrainConfig, local_path: str | None, rank: int, world_size: int) -> str | None:
+    """The checkpoint every rank resumes from: the one rank 0 chose (`local_path` there), found on each rank's own
+    disk by its step, so ranks never start from different steps.
+
+    Only rank 0 writes checkpoints; without a shared filesystem another node's `--resume auto` finds none (or
+    older ones). Rank 0's step is sent to all ranks (an all-reduce in which only rank 0 adds it; float32, exact to
+    2^24 steps), each rank looks for `checkpoints/step_<N>` in its run directory and verifies it, and a second
+    all-reduce counts the ranks that cannot: then every rank stops with a SmallBertError rather than one hanging.
+    Returns the path to restore, or None for a fresh start on every rank.
+    """
+    if world_size == 1:
+        return local_path
+    own = -1 if local_path is None else int(_read_json(os.path.join(local_path, TRAINER_STATE_NAME))["step"])
+    step = int(round(sum_over_ranks(np.array([own + 1.0 if rank == 0 else 0.0]))[0])) - 1
+    if step < 0:
+        return None
+    path, problem = local_path, None
+    if own != step:
+        run_dir = cfg.output_dir if cfg.resume == "auto" else cfg.resume
+        if os.path.isfile(os.path.join(run_dir, TRAINER_STATE_NAME)):  # --resume named a checkpoint directory
+            run_dir = os.path.dirname(os.path.dirname(os.path.abspath(run_dir)))
+        path = os.path.join(run_dir, CHECKPOINTS_DIR, f"step_{step}")
+        try:
+            verify_checkpoint(path)
+        except SmallBertError as err:
+            problem = str(err)
+    missing = int(round(sum_over_ranks(np.array([float(problem is not None)]))[0]))
+    if missing:
+        raise SmallBertError(f"--resume: rank 0 resumes from step {step}, but {missing} of {world_size} ranks "
+                             f"cannot read that checkpoint" + (f" (this rank {rank}: {problem})" if problem else "")
+                             + f"; without a shared filesystem copy {CHECKPOINTS_DIR}/step_{step} to every node")
+    logger.info("rank %d resumes from %s (rank 0's step %d)", rank, path, step)
+    return path
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) -> dict[str, Any]:
