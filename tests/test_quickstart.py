@@ -32,24 +32,33 @@ def test_bundled_sample_is_what_make_sample_writes(tmp_path):
     assert config["vocab_size"] == len((tmp_path / "vocab.txt").read_text().splitlines())
 
 
+# The quickstart as the README runs it (300 pretraining steps, then 6 fine-tuning epochs with seed 1) reached a best
+# dev accuracy of 0.955 (CPU, 2 cores). Fine-tuning the same pretrained model with seeds 2, 3, 5 gave 0.960, 0.950,
+# 0.950; seed 4 stayed at chance (0.51: the classifier collapsed to one class at --lr 3e-4; at 1e-4 it reached
+# 0.90). The run is deterministic for its fixed seeds; the floor leaves 11 of the 200 dev sentences of margin.
+# With 20 pretraining steps, fine-tuning stayed at chance for 1 epoch and for seed 4 over 5, so a shorter run
+# could assert nothing.
+QUICKSTART_DEV_ACCURACY_FLOOR = 0.90
+
+
 def test_quickstart_runs_every_stage(tmp_path):
     out = tmp_path / "qs"
-    result = subprocess.run([sys.executable, QUICKSTART, "--output_dir", str(out), "--train_steps", "20",
-                             "--epochs", "1", "--processes", "1"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, QUICKSTART, "--output_dir", str(out), "--processes", "1"],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert glob.glob(str(out / "data" / "*.mindrecord")) and (out / "data" / "metadata.json").is_file()
     for name in ("config.json", "model.ckpt", "vocab.txt"):
         assert (out / "pretrain" / "final" / name).is_file(), name
         assert (out / "sst2" / "best" / name).is_file(), name
     steps = [json.loads(line).get("step") for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
-    assert max(steps) == 20
+    assert max(steps) == 300
     for plot in ("pretrain/plots/loss.png", "pretrain/plots/lr.png", "sst2/plots/accuracy.png", "sst2/plots/loss.png"):
         assert (out / plot).stat().st_size > 1000, plot
     accuracy = re.search(r"^SST-2 sample dev accuracy: (\d\.\d{4})$", result.stdout, re.M)
     assert accuracy, result.stdout[-2000:]
     results = json.loads((out / "sst2" / "eval_results.json").read_text())
     assert float(accuracy.group(1)) == round(results["best_dev_accuracy_mean"], 4)
-    assert 0.0 <= float(accuracy.group(1)) <= 1.0
+    assert float(accuracy.group(1)) >= QUICKSTART_DEV_ACCURACY_FLOOR, result.stdout[-2000:]
 
 
 def test_quickstart_keeps_an_earlier_run_unless_told(tmp_path):

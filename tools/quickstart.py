@@ -7,6 +7,8 @@
 
 Each stage is the command a user would type, printed before it runs. Everything goes under --output_dir. The sample
 is small and made up (see sample/make_sample.py): the accuracy shows that the pipeline works, not how good BERT is.
+With the defaults it is 0.955 (fine-tuning seed 1; seeds 2, 3, 5 reach 0.95-0.96, seed 4 stays at chance at this
+learning rate); tests/test_quickstart.py asserts at least 0.90.
 """
 from __future__ import annotations
 
