@@ -33,9 +33,10 @@ print(f"loss {out.loss:.4f}")
 '''
 
 
-def run(argv: list[str], cwd: str) -> subprocess.CompletedProcess:
-    """Runs a Python command with this checkout's sources first; captures stdout and file descriptor 2."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), os.environ.get("PYTHONPATH", "")]))
+def run(argv: list[str], cwd: str, **env: str) -> subprocess.CompletedProcess:
+    """Runs a Python command with this checkout's sources first (and `env` added); captures stdout and fd 2."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), os.environ.get("PYTHONPATH", "")]),
+               **env)
     return subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -44,13 +45,14 @@ def test_finetune_step_prints_no_side_effect_warning(tmp_path):
     # graph: the classifier unpacked BertModel's (sequence_output, pooled_output) and dropped the first.
     # The warning comes from C++ on fd 2, so only a subprocess sees it.
     (tmp_path / "finetune_step.py").write_text(FINETUNE_STEP)  # graph mode compiles from a source file
-    result = run(["finetune_step.py"], str(tmp_path))
+    result = run(["finetune_step.py"], str(tmp_path), GLOG_v="2")  # MindSpore's log level: warnings shown
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("loss ")
     assert "side effect nodes" not in result.stderr
 
 
-# Entry scripts, and flags whose --help must show a default. (The fine-tuning entries' flags are being rewritten.)
+# Entry scripts, and flags whose --help must show a default. Not yet here: finetuningSST2/run_classify.py and
+# run_distill.py, which still import MindSpore before parsing.
 ENTRIES = {
     "run_pretrain.py": ["--save_steps", "--seed", "--verify_data", "--warmup_steps"],
     "tools/create_pretraining_data.py": ["--dynamic_masking", "--dupe_factor", "--random_seed", "--processes"],
@@ -123,7 +125,8 @@ def test_errors_name_the_real_path(tmp_path, capsys):
         ("tools/create_pretraining_data.py", ["--input_file", "corpus.txt", "--output_dir", "out",
                                               "--vocab_file", "vocab.txt"], f"{tmp_path / 'vocab.txt'}: vocab file"),
         ("tools/create_pretraining_data.py", ["--input_file", "nothing.txt", "--output_dir", "out",
-                                              "--vocab_file", "vocab.txt"], f"--input_file: {tmp_path / 'nothing.txt'}"),
+                                              "--vocab_file", "vocab.txt"],
+         f"--input_file: {tmp_path / 'nothing.txt'}: no such input file"),
         ("tools/build_vocab.py", ["--input_file", "corpus.txt", "--output", "data", "--vocab_size", "200"],
          f"--output={tmp_path / 'data'}: is a directory"),
         ("tools/export.py", ["--checkpoint", "data"], f"{tmp_path / 'data'}: no weights file"),
