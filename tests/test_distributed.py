@@ -111,7 +111,8 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     pretrain(PretrainConfig(data_dir=shards, bert_config_file=config, train_steps=int(steps), lr=1e-3,
                             output_dir=os.path.join(base, "node" + os.environ["RANK_ID"]), resume=resume or None,
-                            warmup_steps=0, save_steps=0, log_steps=1, seed=3, train_batch_size=4))
+                            warmup_steps=0, save_steps=0, log_steps=1, seed=3, train_batch_size=4,
+                            resume_force=True))  # the resumes lengthen --train_steps from 2 to 4
 
 
 sys.exit(main())

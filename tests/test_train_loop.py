@@ -16,7 +16,7 @@ from smallbert.data.instances import InstanceConfig
 from smallbert.data.pipeline import PipelineConfig, create_pretraining_data
 from smallbert.optim import WarmupPolynomialDecay
 from smallbert.errors import SmallBertError
-from smallbert.train import PretrainConfig, StepOutput, TrainStep, check_pretrain_inputs, pretrain
+from smallbert.train import PretrainConfig, StepOutput, TrainStep, check_pretrain_inputs, check_resume, pretrain
 
 CORPUS = """\
 The river runs from the hills to the sea.
@@ -253,6 +253,13 @@ def resume_argv(root, output_dir, *flags):
             "--warmup_steps", "3", "--vocab_file", str(root / "vocab.txt"), "--seed", "7", "--resume", "auto", *flags]
 
 
+def checked_inputs(cfg: PretrainConfig, world_size: int = 1):
+    """What `pretrain` checks before compiling, the resume checks included (one process: no agreement needed)."""
+    inputs = check_pretrain_inputs(cfg, world_size)
+    check_resume(cfg, inputs, world_size)
+    return inputs
+
+
 def test_resume_with_changed_flags_is_refused_in_one_line(corpus_shards, straight_run, capsys, monkeypatch):
     """Checked before anything is compiled; each changed flag is listed as `--flag old -> new`."""
     monkeypatch.setattr(TrainStep, "__init__", lambda *a, **k: pytest.fail("compiled before refusing"))
@@ -276,12 +283,12 @@ def test_resume_with_changed_flags_is_refused_in_one_line(corpus_shards, straigh
     assert cli_error(capsys, epochs).endswith(f"--train_steps {STEPS} -> unset, --epochs unset -> 1; pass "
                                               f"--resume_force to continue with the new ones")
     with pytest.raises(SmallBertError, match=r"settings: world size 1 -> 2; pass --resume_force"):
-        check_pretrain_inputs(run_config(corpus_shards, output_dir, resume="auto"), world_size=2)
+        checked_inputs(run_config(corpus_shards, output_dir, resume="auto"), world_size=2)
 
 
 def test_resume_flags_that_may_change(corpus_shards, straight_run, monkeypatch):
     monkeypatch.setattr(TrainStep, "__init__", lambda *a, **k: pytest.fail("compiled"))
-    inputs = check_pretrain_inputs(run_config(corpus_shards, straight_run[0], resume="auto", save_steps=7,
+    inputs = checked_inputs(run_config(corpus_shards, straight_run[0], resume="auto", save_steps=7,
                                               log_steps=1, keep_checkpoint_max=0, eval_steps=3, eval_batches=1,
                                               eval_data_dir=None, verify_data="fast", jit=False))
     assert inputs.resume_path.endswith(f"step_{STEPS}")
@@ -292,7 +299,7 @@ def test_resume_force_warns_with_the_changes_and_the_schedule(corpus_shards, str
     stretched from 30 to 60 updates raises the learning rate at update 30 from 0 (the end) back to ~1e-3."""
     cfg = run_config(corpus_shards, straight_run[0], resume="auto", resume_force=True, train_steps=2 * STEPS)
     with caplog.at_level(logging.WARNING, logger="smallbert"):
-        check_pretrain_inputs(cfg)
+        checked_inputs(cfg)
     assert f"changed settings: --train_steps {STEPS} -> {2 * STEPS}" in caplog.text
     expected = WarmupPolynomialDecay(2e-3, 3, 2 * STEPS).value(STEPS)
     assert (f"learning-rate schedule changes at update {STEPS}: lr 0.000e+00 -> {expected:.3e} (peak 0.002, "
@@ -311,14 +318,14 @@ def test_epochs_on_another_world_size_is_not_restretched_silently(corpus_shards,
     state["args"].update(train_steps=None, epochs=2)
     state_file.write_text(json.dumps(state))
     cfg = run_config(corpus_shards, run, resume="auto", train_steps=None, epochs=2)
-    check_pretrain_inputs(cfg)  # same flags, same world size: accepted
+    checked_inputs(cfg)  # same flags, same world size: accepted
     with pytest.raises(SmallBertError, match="world size 1 -> 2; pass --resume_force"):
-        check_pretrain_inputs(cfg, world_size=2)
-    inputs = check_pretrain_inputs(dataclasses.replace(cfg, resume_force=True), world_size=1)
+        checked_inputs(cfg, world_size=2)
+    inputs = checked_inputs(dataclasses.replace(cfg, resume_force=True), world_size=1)
     per_epoch = [inputs.train.batches_per_epoch(8, n) for n in (1, 2)]
     assert per_epoch[0] >= 2 * per_epoch[1] > 0
     with caplog.at_level(logging.WARNING, logger="smallbert"):
-        check_pretrain_inputs(dataclasses.replace(cfg, resume_force=True), world_size=2)
+        checked_inputs(dataclasses.replace(cfg, resume_force=True), world_size=2)
     assert "changed settings: world size 1 -> 2" in caplog.text
     assert f"end 0 at update {2 * per_epoch[0]} -> peak 0.002, warmup 3, end 0 at update {2 * per_epoch[1]})" \
         in caplog.text

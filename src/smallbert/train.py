@@ -493,13 +493,22 @@ def check_pretrain_inputs(cfg: PretrainConfig, world_size: int = 1) -> _Inputs:
     if resume_path is None and list_checkpoints(cfg.output_dir):
         raise SmallBertError(f"--output_dir: {cfg.output_dir} already holds checkpoints; pass --resume auto to "
                              f"continue that run, or choose a new --output_dir")
-    if resume_path is not None:
-        state = verify_checkpoint(resume_path)
-        if state.get("seq_length") != train.seq_length:
-            raise SmallBertError(f"--resume: {resume_path} was trained on sequences of {state.get('seq_length')} "
-                                 f"tokens, --data_dir has {train.seq_length}")
-        check_resume_flags(cfg, state, resume_path, bert_config, train, world_size)
     return _Inputs(bert_config, train, evaluation, resume_path)
+
+
+def check_resume(cfg: PretrainConfig, inputs: _Inputs, world_size: int) -> None:
+    """Refuses to resume `inputs.resume_path` (the checkpoint every rank agreed on) with other data or flags.
+
+    Runs after `agree_on_resume`, so every rank checks the same step and all fail together rather than one rank
+    stopping while the others wait for it.
+    """
+    if inputs.resume_path is None:
+        return
+    state = verify_checkpoint(inputs.resume_path)
+    if state.get("seq_length") != inputs.train.seq_length:
+        raise SmallBertError(f"--resume: {inputs.resume_path} was trained on sequences of "
+                             f"{state.get('seq_length')} tokens, --data_dir has {inputs.train.seq_length}")
+    check_resume_flags(cfg, state, inputs.resume_path, inputs.bert_config, inputs.train, world_size)
 
 
 def total_updates(train_steps: int | None, epochs: int | None, train: _Shards, batch_size: int,
@@ -658,6 +667,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     rank, world_size = init_data_parallel()
     inputs = check_pretrain_inputs(cfg, world_size)
     inputs.resume_path = agree_on_resume(cfg, inputs.resume_path, rank, world_size)
+    check_resume(cfg, inputs, world_size)
     if cfg.amp != "O0" and cfg.amp_dtype == "bfloat16":
         device.check_bfloat16(inputs.bert_config, cfg.device_target)
     ms.set_seed(cfg.seed)  # after the probe's model: the run's initial weights do not depend on it
