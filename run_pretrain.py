@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pretrain BERT (masked LM + next sentence prediction) on the MindRecord shards of tools/create_pretraining_data.py.
+"""Pretrain BERT (masked LM + next sentence prediction, or --mlm_only) on the MindRecord shards of tools/create_pretraining_data.py.
 
     python run_pretrain.py --data_dir SHARDS --config config/bert_L4_H256.json --output_dir RUN --train_steps 10000
 
@@ -36,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--output_dir", "--save_ckpt_path", dest="output_dir", required=True,
                       help="run directory: checkpoints/step_<N>/, final/ and metrics.jsonl go here")
     data.add_argument("--vocab_file", help="vocab.txt to copy into every checkpoint, so each is self-contained")
-    data.add_argument("--eval_data_dir", help="held-out shards: MLM accuracy, NSP accuracy and perplexity")
+    data.add_argument("--eval_data_dir", help="held-out shards: MLM perplexity and accuracy, NSP accuracy, before "
+                      "the first step and at every eval")
+    data.add_argument("--mlm_only", action="store_true",
+                      help="masked LM alone, no NSP head or loss (RoBERTa-style), on shards made with "
+                           "create_pretraining_data.py --mlm_only; the pooler and NSP head are kept as loaded")
     data.add_argument("--verify_data", choices=("full", "fast", "off"), default="full",
                       help="before the first step: full hashes every shard against metadata.json (in parallel); "
                            "fast checks sizes, headers and indexes; off skips both. Every batch's ids are "
@@ -96,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     saving.add_argument("--log_steps", type=int, default=100,
                         help="print and append to metrics.jsonl every N steps (default: 100)")
     saving.add_argument("--eval_steps", type=int, default=0,
-                        help="evaluate on --eval_data_dir every N steps; 0: only at the end (default: 0)")
+                        help="evaluate on --eval_data_dir every N steps; 0: only at the end; a fresh "
+                             "run is also evaluated before its first step (default: 0)")
     saving.add_argument("--eval_batches", type=int, default=100,
                         help="evaluate on at most this many batches (default: 100)")
     return parser

@@ -355,11 +355,15 @@ class BertForPreTraining(BertPreTrainedModel):
         Returns mlm_logits float32 [B,P,V] and nsp_logits float32 [B,2] (index 1 = "B is a random sentence").
         """
         sequence_output, pooled_output = self.bert(input_ids, token_type_ids, attention_mask)
+        nsp_logits = self.cls.seq_relationship(pooled_output).astype(mstype.float32)
+        return self.masked_lm_logits(sequence_output, masked_lm_positions), nsp_logits
+
+    def masked_lm_logits(self, sequence_output: Tensor, masked_lm_positions: Tensor) -> Tensor:
+        """The MLM head alone: sequence_output float32 [B,S,H], masked_lm_positions int32 [B,P] → logits [B,P,V]."""
         masked = gather_positions(sequence_output, masked_lm_positions)
         b, p, h = masked.shape
         mlm_logits = self.cls.predictions(masked.reshape(b * p, h), self.bert.embeddings.word_embeddings.weight)
-        nsp_logits = self.cls.seq_relationship(pooled_output).astype(mstype.float32)
-        return mlm_logits.reshape(b, p, -1), nsp_logits
+        return mlm_logits.reshape(b, p, -1)
 
 
 class BertForSequenceClassification(BertPreTrainedModel):
