@@ -303,7 +303,7 @@ class BertPreTrainingWithLoss(nn.Cell):
     def construct(self, input_ids, input_mask, segment_ids, masked_lm_positions, masked_lm_ids, masked_lm_weights,
                   next_sentence_labels, mlm_denominator=None):
         if self.mlm_only:
-            sequence_output, _ = self.model.bert(input_ids, segment_ids, input_mask)
+            sequence_output = self.model.bert.encode(input_ids, segment_ids, input_mask)
             mlm_logits = self.model.masked_lm_logits(sequence_output, masked_lm_positions)
             mlm_loss = masked_lm_loss(mlm_logits, masked_lm_ids, masked_lm_weights, mlm_denominator)
             return mlm_loss, mlm_loss, ops.zeros_like(mlm_loss)
@@ -336,7 +336,7 @@ class BertPreTrainingMetrics(nn.Cell):
                   next_sentence_labels):
         labels = next_sentence_labels.reshape(-1)
         if self.mlm_only:
-            sequence_output, _ = self.model.bert(input_ids, segment_ids, input_mask)
+            sequence_output = self.model.bert.encode(input_ids, segment_ids, input_mask)
             mlm_logits = self.model.masked_lm_logits(sequence_output, masked_lm_positions)
             nsp_nll = ops.zeros((), mstype.float32)
             nsp_correct = ops.zeros((), mstype.float32)
