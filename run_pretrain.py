@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pretrain BERT (masked LM + next sentence prediction) on the MindRecord shards of tools/create_pretraining_data.py.
+"""Pretrain BERT (masked LM + next sentence prediction, or --mlm_only) on the MindRecord shards of tools/create_pretraining_data.py.
 
     python run_pretrain.py --data_dir SHARDS --config config/bert_L4_H256.json --output_dir RUN --train_steps 10000
 
@@ -41,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run directory: checkpoints/step_<N>/, final/ and metrics.jsonl go here")
     data.add_argument("--vocab_file", type=path,
                       help="vocab.txt to copy into every checkpoint, so each is self-contained")
-    data.add_argument("--eval_data_dir", type=path, help="held-out shards: MLM accuracy, NSP accuracy and perplexity")
+    data.add_argument("--eval_data_dir", type=path, help="held-out shards: MLM perplexity and accuracy, NSP accuracy, "
+                      "before the first step and at every eval")
+    data.add_argument("--mlm_only", action="store_true",
+                      help="masked LM alone, no NSP head or loss (RoBERTa-style), on shards made with "
+                           "create_pretraining_data.py --mlm_only; the pooler and NSP head are kept as loaded")
     data.add_argument("--verify_data", choices=VERIFY_MODES,
                       help="before the first step: full hashes every shard against metadata.json (in parallel); "
                            "fast checks sizes, headers and indexes; off skips both. Every batch's ids are "
@@ -102,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     saving.add_argument("--do_load_ckpt", type=parse_bool, default=False, help=argparse.SUPPRESS)
     saving.add_argument("--model_path", type=path, help=argparse.SUPPRESS)
     saving.add_argument("--log_steps", type=int, help="print and append to metrics.jsonl every N steps")
-    saving.add_argument("--eval_steps", type=int, help="evaluate on --eval_data_dir every N steps; 0: only at the end")
+    saving.add_argument("--eval_steps", type=int, help="evaluate on --eval_data_dir every N steps; 0: only at the "
+                        "end; a fresh run is also evaluated before its first step")
     saving.add_argument("--eval_batches", type=int, help="evaluate on at most this many batches")
     set_defaults_from(parser, PretrainConfig)
     return parser

@@ -1,6 +1,6 @@
 """Google's instance algorithm: a hand-checked example, identity with a plain rendering of Google's
 script (bench/google_reference.py), whole-word masking and packing; the C++ builder against the Python
-one and its random primitives against Python's `random`."""
+one and its random primitives against Python's `random`; the --mlm_only packed layout."""
 from __future__ import annotations
 
 import importlib.util
@@ -15,7 +15,7 @@ import pytest
 from smallbert.data import instances as instances_module
 from smallbert.data.instances import (InstanceConfig, TokenIds, TrainingInstance, create_instance_arrays,
                                       create_instances_from_document, create_training_instances, native_library,
-                                      pack_instances, shuffle, truncate_seq_pair)
+                                      pack_instances, pack_segments, shuffle, truncate_seq_pair)
 from smallbert.errors import SmallBertError
 from smallbert.tokenization import FullTokenizer
 
@@ -302,3 +302,56 @@ def test_without_a_compiler_the_python_path_runs(tmp_path, monkeypatch, caplog, 
     finally:
         monkeypatch.undo()
         native_library.cache_clear()
+
+
+def test_pack_segments_hand_checked():
+    # 4 tokens per segment, [SEP] = 3 between documents: a boundary inside a segment is marked, one that falls
+    # on a segment's start is not (doc 1 ends segment 2 exactly); sentences are cut wherever a segment fills.
+    documents = [[[5, 6], [7]], [[10, 11, 12, 13, 14]], [[15], [16, 17]]]
+    assert pack_segments(documents, 4, 3) == [[5, 6, 7, 3], [10, 11, 12, 13], [14, 3, 15, 16], [17]]
+    assert pack_segments([[[5, 6, 7, 8]], [[9]]], 4, 3) == [[5, 6, 7, 8], [9]]
+
+
+def test_packed_segments_keep_every_token_in_order_at_full_length(tokenizer):
+    documents = _corpus(tokenizer, 40, seed=4)
+    max_num_tokens, sep = 46, tokenizer.vocab["[SEP]"]
+    segments = pack_segments(documents, max_num_tokens, sep)
+    stream = [t for d in documents for s in d for t in s]
+    assert sep not in stream
+    assert [t for seg in segments for t in seg if t != sep] == stream
+    assert 0 < sum(t == sep for seg in segments for t in seg) <= len(documents) - 1  # one mark per boundary
+    assert all(seg[0] != sep for seg in segments)
+    assert [len(seg) for seg in segments[:-1]] == [max_num_tokens] * (len(segments) - 1)
+    assert 0 < len(segments[-1]) <= max_num_tokens
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_mlm_only_instances(tokenizer, dynamic):
+    documents = _corpus(tokenizer, 40, seed=5)
+    ids = TokenIds.from_vocab(tokenizer.vocab)
+    config = InstanceConfig(max_seq_length=48, max_predictions_per_seq=7, dupe_factor=2, mlm_only=True,
+                            dynamic_masking=dynamic)
+    arrays = create_instance_arrays(documents, config, ids, random.Random(3))
+    lengths = arrays["input_mask"].sum(1)
+    assert arrays["input_mask"].tolist() == (np.arange(48) < lengths[:, None]).astype(int).tolist()
+    assert not arrays["segment_ids"].any() and not arrays["next_sentence_labels"].any()
+    original = arrays["input_ids"].copy()
+    rows = np.arange(len(original))[:, None]
+    weights = arrays["masked_lm_weights"] > 0
+    original[rows, arrays["masked_lm_positions"]] = np.where(weights, arrays["masked_lm_ids"],
+                                                             original[rows, arrays["masked_lm_positions"]])
+    assert (original[:, 0] == ids.cls).all() and (original[rows[:, 0], lengths - 1] == ids.sep).all()
+    # Every token of the corpus, dupe_factor times: nothing lost or repeated by the packing.
+    body = [t for row, n in zip(original, lengths) for t in row[1:n - 1] if t != ids.sep]
+    corpus = [t for d in documents for s in d for t in s]
+    assert sorted(body) == sorted(corpus * 2)
+    assert (lengths < 48).sum() <= 2  # full, but for the last segment of each of the dupe_factor passes
+    if dynamic:
+        assert not weights.any()
+        return
+    expected = np.minimum(7, np.maximum(1, np.round(lengths * 0.15)))
+    assert weights.sum(1).tolist() == expected.tolist()
+    masked_positions = np.where(weights, arrays["masked_lm_positions"], 1)
+    assert all((np.diff(p[w]) > 0).all() for p, w in zip(arrays["masked_lm_positions"], weights))  # sorted
+    at = original[rows, masked_positions]
+    assert not np.isin(at, [ids.cls, ids.sep]).any()  # [CLS], [SEP] and boundary marks are never masked

@@ -89,7 +89,7 @@ def test_msrun_two_workers_match_one_process_on_the_combined_batch(tmp_path, acc
     assert moved > 1e-3
     # Rank 0 alone wrote the log and the checkpoints; its eval summed both ranks' halves of the 16 eval rows.
     rows = [json.loads(line) for line in open(tmp_path / "parallel" / "metrics.jsonl")]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4, 4]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4, 4]  # eval at 0 (before the first step) and at 4
     single_eval = [json.loads(line) for line in open(tmp_path / "single" / "metrics.jsonl")][-1]
     for key in ("eval_loss", "eval_mlm_accuracy", "eval_nsp_accuracy"):
         assert rows[-1][key] == pytest.approx(single_eval[key], abs=1e-5), key

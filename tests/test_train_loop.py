@@ -1,4 +1,5 @@
-"""The pretraining loop end to end on a small real-text corpus: loss falls, eval, exact resume, bad input."""
+"""The pretraining loop end to end on a small real-text corpus: loss falls, eval, exact resume, --mlm_only, bad
+input."""
 import dataclasses
 import importlib.util
 import json
@@ -68,9 +69,16 @@ People buy bread for the day.
 At night the baker sleeps and the shop is closed.
 """
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("run_pretrain", os.path.join(ROOT, "run_pretrain.py"))
-run_pretrain = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(run_pretrain)
+
+
+def load_script(path: str):
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], os.path.join(ROOT, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run_pretrain = load_script("run_pretrain.py")
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 STEPS, SAVE_AT = 30, 15
@@ -91,6 +99,17 @@ def corpus_shards(tmp_path_factory):
               "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
     (root / "bert_config.json").write_text(json.dumps(config))
     return root
+
+
+@pytest.fixture(scope="module")
+def mlm_only_shards(corpus_shards):
+    """CORPUS as packed single segments (tools/create_pretraining_data.py --mlm_only), seq 32."""
+    out = corpus_shards / "mlm_only"
+    create_data = load_script("tools/create_pretraining_data.py")
+    assert create_data.main(["--input_file", str(corpus_shards / "corpus.txt"), "--output_dir", str(out),
+                             "--vocab_file", str(corpus_shards / "vocab.txt"), "--max_seq_length", "32",
+                             "--max_predictions_per_seq", "5", "--dupe_factor", "4", "--mlm_only"]) == 0
+    return out
 
 
 def run_config(root, output_dir, **overrides) -> PretrainConfig:
@@ -130,8 +149,9 @@ def test_loss_falls_and_everything_is_written(straight_run):
     assert train[-1]["loss"] < train[0]["loss"] - 0.5, [r["loss"] for r in train]
     assert train[-1]["loss"] == pytest.approx(train[-1]["mlm_loss"] + train[-1]["nsp_loss"], rel=1e-5)
     evals = [r for r in rows if "eval_loss" in r]
-    assert [r["step"] for r in evals] == [SAVE_AT, STEPS]
-    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    assert [r["step"] for r in evals] == [0, SAVE_AT, STEPS]  # step 0: before the first update
+    assert evals[-1]["eval_loss"] < evals[1]["eval_loss"] < evals[0]["eval_loss"]
+    assert results["initial_eval_perplexity"] == evals[0]["eval_perplexity"] > results["eval_perplexity"]
     assert 0.0 < results["eval_mlm_accuracy"] <= 1.0 and 0.0 <= results["eval_nsp_accuracy"] <= 1.0
     assert results["eval_perplexity"] == pytest.approx(np.exp(results["eval_mlm_loss"]), rel=1e-6)
     assert results["eval_loss"] == pytest.approx(results["eval_mlm_loss"] + results["eval_nsp_loss"], rel=1e-6)
@@ -345,6 +365,27 @@ def test_a_run_that_only_overflows_stops(corpus_shards, tmp_path, monkeypatch):
     assert len(calls) == 100
 
 
+def test_mlm_only_trains_without_the_nsp_head(corpus_shards, mlm_only_shards, tmp_path):
+    metadata = json.loads((mlm_only_shards / "metadata.json").read_text())
+    assert metadata["mlm_only"] is True and metadata["statistics"]["random_next"] == 0
+    assert metadata["statistics"]["tokens"] / metadata["statistics"]["instances"] > 30  # packed to 32
+    output_dir = tmp_path / "mlm_only"
+    results = pretrain(run_config(corpus_shards, output_dir, data_dir=str(mlm_only_shards),
+                                  eval_data_dir=str(mlm_only_shards), mlm_only=True))
+    rows = read_rows(output_dir / "metrics.jsonl")
+    train = [r for r in rows if "loss" in r]
+    assert "nsp_loss" not in train[0] and train[-1]["loss"] == train[-1]["mlm_loss"]
+    assert train[-1]["loss"] < train[0]["loss"] - 0.5, [r["loss"] for r in train]
+    evals = [r for r in rows if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [0, SAVE_AT, STEPS] and "eval_nsp_accuracy" not in evals[0]
+    assert results["eval_perplexity"] < results["initial_eval_perplexity"]
+    # The pooler and NSP head are not trained (nor decayed); everything the MLM loss reaches is.
+    middle, final = load(output_dir / f"checkpoints/step_{SAVE_AT}/model.ckpt"), load(output_dir / "final/model.ckpt")
+    for name in final:
+        unchanged = np.array_equal(middle[name], final[name])
+        assert unchanged == name.startswith(("bert.pooler.", "cls.seq_relationship.")), name
+
+
 def cli_error(capsys, argv) -> str:
     assert run_pretrain.main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -352,7 +393,7 @@ def cli_error(capsys, argv) -> str:
     return err
 
 
-def test_bad_input_is_one_line_before_compiling(corpus_shards, tmp_path, capsys, monkeypatch):
+def test_bad_input_is_one_line_before_compiling(corpus_shards, mlm_only_shards, tmp_path, capsys, monkeypatch):
     def no_compile(*args, **kwargs):
         raise AssertionError("a graph was built before the input was checked")
 
@@ -375,6 +416,10 @@ def test_bad_input_is_one_line_before_compiling(corpus_shards, tmp_path, capsys,
     assert "bfloat16" in cli_error(capsys, base + ["--amp", "O2", "--amp_dtype", "bfloat16"])
     assert "--accumulation_steps" in cli_error(capsys, base + ["--train_batch_size", "6",
                                                                "--accumulation_steps", "4"])
+    assert "--mlm_only: --data_dir" in cli_error(capsys, base + ["--mlm_only"])
+    assert "pass --mlm_only" in cli_error(capsys, ["--data_dir", str(mlm_only_shards)] + base[2:])
+    assert "--eval_data_dir" in cli_error(capsys, ["--data_dir", str(mlm_only_shards)] + base[2:] + [
+        "--mlm_only", "--eval_data_dir", str(corpus_shards / "shards")])
     checkpointed = tmp_path / "checkpointed" / "checkpoints" / "step_1"
     checkpointed.mkdir(parents=True)
     assert "--resume auto" in cli_error(capsys, base[:4] + ["--output_dir", str(tmp_path / "checkpointed"),

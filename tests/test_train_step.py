@@ -9,7 +9,8 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from smallbert import BertForPreTraining
 from smallbert.optim import WarmupPolynomialDecay, build_optimizer
-from smallbert.train import BertPreTrainingWithLoss, DynamicLossScale, TrainStep, masked_lm_loss
+from smallbert.train import (BertPreTrainingMetrics, BertPreTrainingWithLoss, DynamicLossScale, TrainStep, evaluate,
+                             masked_lm_loss)
 from smallbert.weights import assign
 from test_optim import reference_step
 
@@ -201,3 +202,26 @@ def test_masked_lm_loss_ignores_padded_predictions():
     ids[weights == 0] = 3
     again = float(masked_lm_loss(Tensor(logits), Tensor(ids), Tensor(weights)).asnumpy())
     assert again == pytest.approx(loss, rel=1e-6)
+
+
+def test_eval_perplexity_is_exp_of_the_mean_nll_over_real_predictions(tiny_config):
+    """evaluate()'s perplexity against NumPy from the model's own logits: exp of the nll averaged over the
+    predictions with weight 1, over all batches (not a mean of per-batch means); padded slots hold garbage ids."""
+    ms.set_seed(3)
+    model = BertForPreTraining(tiny_config)
+    model.set_train(False)
+    rng = np.random.default_rng(5)
+    batches = [synthetic_batch(rng, 3, real_predictions=[4, 1, 2]), synthetic_batch(rng, 2, real_predictions=[3, 0])]
+    for batch in batches:
+        batch[4][batch[5] == 0] = 7  # masked_lm_ids of padded slots: must count for nothing
+    result = evaluate(BertPreTrainingMetrics(model), batches)
+
+    nll, weight = 0.0, 0.0
+    for ids, mask, segments, positions, labels, weights, _ in batches:
+        logits = model(Tensor(ids), Tensor(segments), Tensor(mask), Tensor(positions))[0].asnumpy().astype(np.float64)
+        log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        nll += (-np.take_along_axis(log_probs, labels[..., None], -1)[..., 0] * weights).sum()
+        weight += weights.sum()
+    assert weight == 10
+    assert result["eval_mlm_loss"] == pytest.approx(nll / weight, rel=1e-5)
+    assert result["eval_perplexity"] == pytest.approx(np.exp(nll / weight), rel=1e-5)

@@ -68,6 +68,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            "implies --do_whole_word_mask")
     algo.add_argument("--dynamic_masking", **flag,
                       help="store unmasked instances; the pretraining reader masks them anew every epoch")
+    algo.add_argument("--mlm_only", default=False, **flag,
+                      help="no NSP pairs: the text as one stream (a [SEP] between documents) cut into single "
+                           "segments of exactly --max_seq_length tokens, for run_pretrain.py --mlm_only; "
+                           "--short_seq_prob is not used (default false)")
     run = parser.add_argument_group("scale")
     run.add_argument("--processes", type=int, help="worker processes")
     run.add_argument("--documents_per_chunk", type=int,
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
                                  masked_lm_prob=args.masked_lm_prob, short_seq_prob=args.short_seq_prob,
                                  dupe_factor=args.dupe_factor,
                                  do_whole_word_mask=args.do_whole_word_mask or args.chinese_whole_word_mask,
-                                 dynamic_masking=args.dynamic_masking))
+                                 dynamic_masking=args.dynamic_masking, mlm_only=args.mlm_only))
     start = time.time()
     result = create_pretraining_data(config)
     seconds = time.time() - start
@@ -104,7 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     stats = result["statistics"]
     print(f"wrote {len(result['files'])} shards to {args.output_dir}: {stats['instances']} instances from "
           f"{stats['documents']} documents in {seconds:.1f}s ({stats['instances'] / max(seconds, 1e-9):.0f}/s); "
-          f"masked {stats['masked_fraction']:.3f}, random next {stats['next_sentence_random_fraction']:.3f}")
+          f"masked {stats['masked_fraction']:.3f}, " + (
+              f"{stats['tokens'] / stats['instances']:.1f} tokens per packed segment" if args.mlm_only else
+              f"random next {stats['next_sentence_random_fraction']:.3f}"))
 
 
 if __name__ == "__main__":

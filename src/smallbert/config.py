@@ -130,9 +130,10 @@ class PretrainConfig:
 
     train_batch_size is per device and per optimizer step; with accumulation_steps K it is processed as K
     micro-batches of train_batch_size / K. The global batch is train_batch_size × data-parallel ranks.
-    Exactly one of train_steps and epochs is set. eval_steps 0 = evaluate only at the end; save_steps 0 = save
-    only at the end; keep_checkpoint_max 0 = keep all. A resume must keep the flags `checkpoint.RESUME_FLAGS`, the
-    model config and the world size unless resume_force (see `check_resume_flags`).
+    Exactly one of train_steps and epochs is set. With eval_data_dir, a fresh run is evaluated before its first
+    step, then every eval_steps (0 = only at the end); save_steps 0 = save only at the end; keep_checkpoint_max
+    0 = keep all. A resume must keep the flags `checkpoint.RESUME_FLAGS`, the model config and the world size
+    unless resume_force (see `check_resume_flags`).
     """
 
     data_dir: str
@@ -166,3 +167,4 @@ class PretrainConfig:
     seed: int = 12345
     vocab_file: str | None = None
     verify_data: str = "full"
+    mlm_only: bool = False

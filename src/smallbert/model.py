@@ -285,6 +285,13 @@ class BertModel(BertPreTrainedModel):
 
         Returns sequence_output float32 [B,S,H] and pooled_output float32 [B,H].
         """
+        sequence_output = self.encode(input_ids, token_type_ids, attention_mask)
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else sequence_output[:, 0]
+        return sequence_output, pooled_output.astype(mstype.float32)
+
+    def encode(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
+               attention_mask: Tensor | None = None) -> Tensor:
+        """The encoder without the pooler: int32 [B,S] each → sequence_output float32 [B,S,H]."""
         if token_type_ids is None:
             token_type_ids = ops.zeros_like(input_ids)
         if attention_mask is None:
@@ -292,8 +299,7 @@ class BertModel(BertPreTrainedModel):
         attention_bias = (1.0 - attention_mask.astype(mstype.float32)) * -10000.0
         attention_bias = attention_bias.reshape(input_ids.shape[0], 1, 1, input_ids.shape[1])
         sequence_output = self.encoder(self.embeddings(input_ids, token_type_ids), attention_bias)
-        pooled_output = self.pooler(sequence_output) if self.pooler is not None else sequence_output[:, 0]
-        return sequence_output.astype(mstype.float32), pooled_output.astype(mstype.float32)
+        return sequence_output.astype(mstype.float32)
 
 
 def gather_positions(sequence_output: Tensor, positions: Tensor) -> Tensor:
@@ -356,11 +362,15 @@ class BertForPreTraining(BertPreTrainedModel):
         Returns mlm_logits float32 [B,P,V] and nsp_logits float32 [B,2] (index 1 = "B is a random sentence").
         """
         sequence_output, pooled_output = self.bert(input_ids, token_type_ids, attention_mask)
+        nsp_logits = self.cls.seq_relationship(pooled_output).astype(mstype.float32)
+        return self.masked_lm_logits(sequence_output, masked_lm_positions), nsp_logits
+
+    def masked_lm_logits(self, sequence_output: Tensor, masked_lm_positions: Tensor) -> Tensor:
+        """The MLM head alone: sequence_output float32 [B,S,H], masked_lm_positions int32 [B,P] → logits [B,P,V]."""
         masked = gather_positions(sequence_output, masked_lm_positions)
         b, p, h = masked.shape
         mlm_logits = self.cls.predictions(masked.reshape(b * p, h), self.bert.embeddings.word_embeddings.weight)
-        nsp_logits = self.cls.seq_relationship(pooled_output).astype(mstype.float32)
-        return mlm_logits.reshape(b, p, -1), nsp_logits
+        return mlm_logits.reshape(b, p, -1)
 
 
 class BertForSequenceClassification(BertPreTrainedModel):

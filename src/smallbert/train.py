@@ -11,7 +11,8 @@ Run directory (`output_dir`): `checkpoints/step_<N>/` and `final/` (see `smallbe
                 eval_perplexity
 `step` counts optimizer updates: a step skipped because its gradients overflowed is not one (see `pretrain`).
 Losses in train rows are means over the updates since the previous row, on rank 0's data; skipped_steps counts
-the steps skipped since the previous row, overflow_steps all skipped so far.
+the steps skipped since the previous row, overflow_steps all skipped so far. With `mlm_only` (no NSP head, loss =
+mlm_loss) the nsp keys are left out.
 """
 from __future__ import annotations
 
@@ -306,15 +307,22 @@ class BertPreTrainingWithLoss(nn.Cell):
     """BertForPreTraining + MLM and NSP losses: (batch columns in PRETRAINING_COLUMNS order) → losses.
 
     Returns (loss, mlm_loss, nsp_loss), float32 scalars, loss = mlm_loss + nsp_loss; the NSP loss is the mean
-    cross-entropy of `next_sentence_labels` int32 [B,1] (1 = B is a random sentence).
+    cross-entropy of `next_sentence_labels` int32 [B,1] (1 = B is a random sentence). With `mlm_only` the NSP
+    head is not run: loss = mlm_loss and nsp_loss is 0.
     """
 
-    def __init__(self, model: nn.Cell):
+    def __init__(self, model: nn.Cell, mlm_only: bool = False):
         super().__init__(auto_prefix=False)  # keep the model's Hugging Face parameter names
         self.model = model
+        self.mlm_only = mlm_only
 
     def construct(self, input_ids, input_mask, segment_ids, masked_lm_positions, masked_lm_ids, masked_lm_weights,
                   next_sentence_labels, mlm_denominator=None):
+        if self.mlm_only:
+            sequence_output = self.model.bert.encode(input_ids, segment_ids, input_mask)
+            mlm_logits = self.model.masked_lm_logits(sequence_output, masked_lm_positions)
+            mlm_loss = masked_lm_loss(mlm_logits, masked_lm_ids, masked_lm_weights, mlm_denominator)
+            return mlm_loss, mlm_loss, ops.zeros_like(mlm_loss)
         mlm_logits, nsp_logits = self.model(input_ids, segment_ids, input_mask, masked_lm_positions)
         mlm_loss = masked_lm_loss(mlm_logits, masked_lm_ids, masked_lm_weights, mlm_denominator)
         nsp_loss = ops.cross_entropy(nsp_logits, next_sentence_labels.reshape(-1))
@@ -337,33 +345,50 @@ class BertPreTrainingWithLoss(nn.Cell):
 
 class BertPreTrainingMetrics(nn.Cell):
     """Eval sums for one batch (PRETRAINING_COLUMNS order), as a float32 vector [6]:
-    (weighted MLM nll, weighted MLM correct, MLM weight, NSP nll, NSP correct, examples)."""
+    (weighted MLM nll, weighted MLM correct, MLM weight, NSP nll, NSP correct, examples); the NSP sums are 0
+    with `mlm_only`."""
 
-    def __init__(self, model: nn.Cell):
+    def __init__(self, model: nn.Cell, mlm_only: bool = False):
         super().__init__(auto_prefix=False)
         self.model = model
+        self.mlm_only = mlm_only
 
     def construct(self, input_ids, input_mask, segment_ids, masked_lm_positions, masked_lm_ids, masked_lm_weights,
                   next_sentence_labels):
-        mlm_logits, nsp_logits = self.model(input_ids, segment_ids, input_mask, masked_lm_positions)
+        labels = next_sentence_labels.reshape(-1)
+        if self.mlm_only:
+            sequence_output = self.model.bert.encode(input_ids, segment_ids, input_mask)
+            mlm_logits = self.model.masked_lm_logits(sequence_output, masked_lm_positions)
+            nsp_nll = ops.zeros((), mstype.float32)
+            nsp_correct = ops.zeros((), mstype.float32)
+        else:
+            mlm_logits, nsp_logits = self.model(input_ids, segment_ids, input_mask, masked_lm_positions)
+            nsp_nll = ops.cross_entropy(nsp_logits, labels, reduction="sum")
+            nsp_correct = (nsp_logits.argmax(-1).astype(mstype.int32) == labels).astype(mstype.float32).sum()
         ids = masked_lm_ids.reshape(-1)
         weights = masked_lm_weights.reshape(-1)
         mlm_logits = mlm_logits.reshape(ids.shape[0], -1)
         nll = token_nll(mlm_logits, ids)
         correct = (mlm_logits.argmax(-1).astype(mstype.int32) == ids).astype(mstype.float32)
-        labels = next_sentence_labels.reshape(-1)
-        nsp_nll = ops.cross_entropy(nsp_logits, labels, reduction="sum")
-        nsp_correct = (nsp_logits.argmax(-1).astype(mstype.int32) == labels).astype(mstype.float32).sum()
         examples = ops.ones_like(nsp_nll) * labels.shape[0]
         return ops.stack([(weights * nll).sum(), (weights * correct).sum(), weights.sum(), nsp_nll, nsp_correct,
                           examples])
 
 
-def evaluate(metrics_fn, batches) -> dict[str, float]:
+def pretraining_parameters(net: BertPreTrainingWithLoss) -> list[Parameter]:
+    """What the optimizer updates: every trainable parameter, except with `mlm_only` the pooler and the NSP head,
+    which the MLM loss does not reach; left out, they are saved as loaded instead of shrunk by weight decay."""
+    if not net.mlm_only:
+        return net.trainable_params()
+    return [p for p in net.trainable_params() if not p.name.startswith(("bert.pooler.", "cls.seq_relationship."))]
+
+
+def evaluate(metrics_fn, batches, mlm_only: bool = False) -> dict[str, float]:
     """Runs `metrics_fn` (a BertPreTrainingMetrics, possibly jitted) over `batches`; sums over data-parallel ranks.
 
     Returns eval_mlm_loss (mean nll over real, i.e. weighted, predictions), eval_nsp_loss, eval_loss (their sum),
-    eval_mlm_accuracy, eval_nsp_accuracy and eval_perplexity (exp of eval_mlm_loss).
+    eval_mlm_accuracy, eval_nsp_accuracy and eval_perplexity (exp of eval_mlm_loss); with `mlm_only` no NSP keys,
+    and eval_loss = eval_mlm_loss.
     """
     totals = np.zeros(6, np.float64)
     for batch in batches:
@@ -371,10 +396,13 @@ def evaluate(metrics_fn, batches) -> dict[str, float]:
     totals = sum_over_ranks(totals)
     mlm_nll, mlm_correct, mlm_weight, nsp_nll, nsp_correct, examples = totals
     mlm_loss, nsp_loss = mlm_nll / max(mlm_weight, 1e-5), nsp_nll / max(examples, 1.0)
-    return {"eval_loss": float(mlm_loss + nsp_loss), "eval_mlm_loss": float(mlm_loss), "eval_nsp_loss": float(nsp_loss),
-            "eval_mlm_accuracy": float(mlm_correct / max(mlm_weight, 1e-5)),
-            "eval_nsp_accuracy": float(nsp_correct / max(examples, 1.0)),
-            "eval_perplexity": float(math.exp(min(mlm_loss, 700.0)))}
+    result = {"eval_loss": float(mlm_loss + nsp_loss), "eval_mlm_loss": float(mlm_loss),
+              "eval_nsp_loss": float(nsp_loss), "eval_mlm_accuracy": float(mlm_correct / max(mlm_weight, 1e-5)),
+              "eval_nsp_accuracy": float(nsp_correct / max(examples, 1.0)),
+              "eval_perplexity": float(math.exp(min(mlm_loss, 700.0)))}
+    if mlm_only:
+        del result["eval_nsp_loss"], result["eval_nsp_accuracy"]
+    return result
 
 
 AMP_DTYPES = {name: getattr(mstype, name) for name in PRECISIONS}
@@ -433,6 +461,18 @@ class _Shards:
         return pretraining_dataset(self.files, batch_size, num_shards=world_size).get_dataset_size()
 
 
+def check_layout(shards: _Shards, mlm_only: bool, flag: str, data_dir: str) -> None:
+    """--mlm_only must match how the shards were made (their metadata's `mlm_only`; Google's TFRecords are NSP
+    sentence pairs). Raises SmallBertError naming the flag and directory."""
+    packed = bool(shards.metadata and shards.metadata.get("mlm_only", False))
+    if mlm_only and not packed:
+        raise SmallBertError(f"--mlm_only: {flag} {data_dir} holds NSP sentence pairs; make it with "
+                             "create_pretraining_data.py --mlm_only, or train without --mlm_only")
+    if packed and not mlm_only:
+        raise SmallBertError(f"{flag}: {data_dir} holds single segments without NSP labels (made with "
+                             "--mlm_only); pass --mlm_only to run_pretrain.py")
+
+
 @dataclasses.dataclass
 class _Inputs:
     """What `check_pretrain_inputs` found: the model config, the data and the checkpoint to resume from."""
@@ -476,6 +516,7 @@ def check_pretrain_inputs(cfg: PretrainConfig, world_size: int = 1) -> _Inputs:
     if cfg.vocab_file:  # a vocab other than the checkpoint's: its rows are adapted, vocab_size follows it
         bert_config = config_for_vocab(bert_config, cfg.init_checkpoint, cfg.vocab_file)
     train = _Shards(cfg.data_dir, bert_config, "--data_dir", cfg.verify_data)
+    check_layout(train, cfg.mlm_only, "--data_dir", cfg.data_dir)
     # The shards must be in --vocab_file's ids; the checkpoint's own vocab may differ from it (then it is adapted).
     check_vocab(train.metadata, cfg.data_dir, cfg.vocab_file, None if cfg.vocab_file else cfg.init_checkpoint)
     if train.batches_per_epoch(cfg.train_batch_size, world_size) == 0:
@@ -484,6 +525,7 @@ def check_pretrain_inputs(cfg: PretrainConfig, world_size: int = 1) -> _Inputs:
     evaluation = None
     if cfg.eval_data_dir:
         evaluation = _Shards(cfg.eval_data_dir, bert_config, "--eval_data_dir", cfg.verify_data)
+        check_layout(evaluation, cfg.mlm_only, "--eval_data_dir", cfg.eval_data_dir)
         if evaluation.seq_length != train.seq_length:
             raise SmallBertError(f"--eval_data_dir: {cfg.eval_data_dir}: sequences of {evaluation.seq_length} "
                                  f"tokens, the training data's are {train.seq_length}")
@@ -556,8 +598,9 @@ class _MetricsLog:
     Opening the log drops rows newer than `start_step`, so a resumed run's file has no duplicates.
     """
 
-    def __init__(self, output_dir: str, start_step: int, total_steps: int, enabled: bool):
+    def __init__(self, output_dir: str, start_step: int, total_steps: int, enabled: bool, mlm_only: bool = False):
         self.path = os.path.join(output_dir, METRICS_NAME)
+        self.mlm_only = mlm_only
         self.total_steps = total_steps
         self.enabled = enabled
         self.sums = np.zeros(3)
@@ -593,10 +636,13 @@ class _MetricsLog:
         row = {"step": step, "epoch": epoch, "loss": loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss, "lr": lr,
                "loss_scale": loss_scale, "seq_per_s": seq_per_s, "skipped_steps": self.skipped,
                "overflow_steps": overflow_steps}
+        if self.mlm_only:
+            del row["nsp_loss"]
         self.write(row)
         if self.enabled:
+            parts = f"mlm {mlm_loss:.4f}" + ("" if self.mlm_only else f", nsp {nsp_loss:.4f}")
             skipped = f" | skipped {self.skipped} (overflow)" if self.skipped else ""
-            tqdm.write(f"step {step}/{self.total_steps} | loss {loss:.4f} (mlm {mlm_loss:.4f}, nsp {nsp_loss:.4f}) "
+            tqdm.write(f"step {step}/{self.total_steps} | loss {loss:.4f} ({parts}) "
                        f"| lr {lr:.3e} | scale {loss_scale:g} | {seq_per_s:.1f} seq/s{skipped} "
                        f"| eta {time.strftime('%H:%M:%S', time.gmtime(eta))}")
         self.sums[:] = 0
@@ -653,15 +699,16 @@ def run_summary(cfg: PretrainConfig, inputs: _Inputs, model: BertForPreTraining,
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
-    """Pretrains BERT on MLM + NSP as `cfg` says; returns the last train-log row and eval results.
+    """Pretrains BERT on MLM + NSP (MLM alone with `mlm_only`) as `cfg` says; returns the last train-log row and eval results (and, when
+    a fresh run was evaluated before its first step, `initial_eval_perplexity`).
 
     Checks all inputs first (`check_pretrain_inputs`), then builds the model, optimizer and `TrainStep`, restores
     a checkpoint when resuming, and trains until `train_steps` (or `epochs` × batches per epoch) optimizer
-    updates, logging every `log_steps`, evaluating every `eval_steps` and saving every `save_steps` updates; then
-    saves a last checkpoint and the model to `output_dir/final/`. As in Google's and NVIDIA's scripts a step
-    skipped on overflow is no update: it reads a batch but moves neither the count nor the learning rate, so the
-    run still makes `train_steps` updates and ends at `end_lr`; skipped steps are counted apart. Under msrun every
-    rank trains on its slice of each batch; rank 0 alone writes.
+    updates, logging every `log_steps`, evaluating before the first update and every `eval_steps` and saving every
+    `save_steps` updates; then saves a last checkpoint and the model to `output_dir/final/`. As in Google's and
+    NVIDIA's scripts a step skipped on overflow is no update: it reads a batch but moves neither the count nor the
+    learning rate, so the run still makes `train_steps` updates and ends at `end_lr`; skipped steps are counted
+    apart. Under msrun every rank trains on its slice of each batch; rank 0 alone writes.
     """
     device.set_device(cfg.device_target, cfg.device_id)
     rank, world_size = init_data_parallel()
@@ -722,12 +769,12 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
     if cfg.init_checkpoint and inputs.resume_path is None:
         # Logs which weights (e.g. the heads) were freshly initialised, and the rows a vocab change adapted.
         load_weights_for_vocab(model, cfg.init_checkpoint, cfg.vocab_file, seed=cfg.seed)
-    net = BertPreTrainingWithLoss(model)
+    net = BertPreTrainingWithLoss(model, cfg.mlm_only)
     model.set_train(True)
     batches_per_epoch = inputs.train.batches_per_epoch(cfg.train_batch_size, world_size)
     total_steps = total_updates(cfg.train_steps, cfg.epochs, inputs.train, cfg.train_batch_size, world_size)
     schedule = WarmupPolynomialDecay(cfg.lr, cfg.warmup_steps, total_steps, cfg.end_lr)
-    optimizer = build_optimizer(cfg.optimizer, net.trainable_params(), schedule, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(cfg.optimizer, pretraining_parameters(net), schedule, weight_decay=cfg.weight_decay)
     loss_scale = DynamicLossScale(cfg.init_loss_scale) if compute_dtype == mstype.float16 else None
     train_step = TrainStep(net, optimizer, accumulation_steps=cfg.accumulation_steps,
                            max_grad_norm=cfg.max_grad_norm, loss_scale=loss_scale, jit=cfg.jit)
@@ -746,26 +793,26 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
         if rank == 0:
             logger.info("resuming from %s: step %d, epoch %d, %d batches into it", inputs.resume_path, step,
                         epoch, batches_done)
-    log = _MetricsLog(cfg.output_dir, step, total_steps, enabled=rank == 0)
+    log = _MetricsLog(cfg.output_dir, step, total_steps, enabled=rank == 0, mlm_only=cfg.mlm_only)
     if rank == 0:
         logger.info(run_summary(cfg, inputs, model, world_size, total_steps, step))
 
     metrics_fn = None
     if inputs.eval is not None:
-        metrics_net = BertPreTrainingMetrics(model)
+        metrics_net = BertPreTrainingMetrics(model, cfg.mlm_only)
         metrics_fn = ms.jit(metrics_net.construct) if cfg.jit else metrics_net
 
     def run_eval() -> dict[str, float]:
         batches = inputs.eval.batches(cfg.train_batch_size // cfg.accumulation_steps, epoch=0, seed=cfg.seed,
                                       shuffle=False, rank=rank, world_size=world_size)
         model.set_train(False)
-        result = evaluate(metrics_fn, (b for _, b in zip(range(cfg.eval_batches), batches)))
+        result = evaluate(metrics_fn, (b for _, b in zip(range(cfg.eval_batches), batches)), cfg.mlm_only)
         model.set_train(True)
         log.write({"step": step, **result})
         if rank == 0:
+            nsp = "" if cfg.mlm_only else f" | nsp accuracy {result['eval_nsp_accuracy']:.4f}"
             tqdm.write(f"eval at step {step} | loss {result['eval_loss']:.4f} | mlm accuracy "
-                       f"{result['eval_mlm_accuracy']:.4f} | nsp accuracy {result['eval_nsp_accuracy']:.4f} | "
-                       f"perplexity {result['eval_perplexity']:.2f}")
+                       f"{result['eval_mlm_accuracy']:.4f}{nsp} | perplexity {result['eval_perplexity']:.2f}")
         return result
 
     def save() -> None:
@@ -779,6 +826,8 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
                         cfg.keep_checkpoint_max, vocab_file=cfg.vocab_file)
 
     results: dict[str, Any] = {}
+    if metrics_fn is not None and step == 0:  # the starting point, e.g. an --init_checkpoint's domain gap
+        results["initial_eval_perplexity"] = run_eval()["eval_perplexity"]
     bar = tqdm(total=total_steps, initial=step, unit="step", disable=rank != 0, dynamic_ncols=True)
     skipped_in_a_row = 0
     while step < total_steps:
@@ -810,6 +859,9 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
             if step == total_steps:
                 break
     bar.close()
+    if rank == 0 and "initial_eval_perplexity" in results:
+        tqdm.write(f"eval perplexity {results['initial_eval_perplexity']:.2f} at step 0 → "
+                   f"{results['eval_perplexity']:.2f} at step {step}")
     save()
     if rank == 0:
         model.save_pretrained(os.path.join(cfg.output_dir, FINAL_DIR), vocab_file=cfg.vocab_file)

@@ -17,6 +17,11 @@ The steps, random draws and their order are Google's, so that for the same docum
 The only difference is scale: the caller hands in a window of documents (see `pipeline.py`), not
 the whole corpus.
 
+`mlm_only` selects another layout, for masked-LM training without NSP (RoBERTa-style, UER's
+`--target mlm`): `create_packed_instances` packs the text as one stream, across sentence and document
+boundaries, into single segments `[CLS] tokens [SEP]` of exactly `max_seq_length` tokens, then masks
+them as above. It is built in Python only; Google's layout keeps its C++ builder.
+
 `create_instance_arrays` runs the same steps in C++ (`instances.cc`, compiled on first use like the CPU
 kernels, see `native.py`), drawing from the `random.Random`'s own MT19937 state with CPython's
 `random()`, `_randbelow` and `shuffle`, so its arrays and the generator's final state are those of
@@ -86,6 +91,7 @@ class InstanceConfig:
     dupe_factor: int = 10
     do_whole_word_mask: bool = False
     dynamic_masking: bool = False  # store unmasked instances; the loader masks every epoch
+    mlm_only: bool = False  # packed single segments, no NSP pairs (`create_packed_instances`)
 
     def validate(self) -> None:
         """Raises SmallBertError naming the flag that cannot work."""
@@ -245,6 +251,46 @@ def create_instances_from_document(all_documents: list[Document], document_index
     return instances
 
 
+def pack_segments(documents: list[Document], max_num_tokens: int, sep: int) -> list[list[int]]:
+    """Packs documents, in their order, into segments of exactly `max_num_tokens` tokens (the last one shorter).
+
+    The documents' sentences form one stream, cut every `max_num_tokens` tokens wherever that falls, as Hugging
+    Face's run_mlm `group_texts` does; a `sep` token marks each document boundary inside a segment (never at a
+    segment's start) and counts towards the length. Returns the segments' token ids, without [CLS] and [SEP].
+    """
+    stream: list[int] = []
+    for document in documents:
+        if len(stream) % max_num_tokens:  # a boundary inside a segment
+            stream.append(sep)
+        for sentence in document:
+            stream.extend(sentence)
+    return [stream[i:i + max_num_tokens] for i in range(0, len(stream), max_num_tokens)]
+
+
+def create_packed_instances(documents: list[Document], config: InstanceConfig, ids: TokenIds,
+                            rng: random.Random) -> list[TrainingInstance]:
+    """The `mlm_only` layout: `dupe_factor` passes, each over the documents in a new random order packed by
+    `pack_segments` into `[CLS] segment [SEP]` of `max_seq_length` tokens (the pass's last one shorter; segment
+    id 0 throughout, no NSP label), masked with Google's procedure unless `dynamic_masking`; then all instances
+    are shuffled. `short_seq_prob` is not used: every segment is full.
+    """
+    documents = [d for d in documents if d]
+    instances = []
+    for _ in range(config.dupe_factor):
+        rng.shuffle(documents)
+        for segment in pack_segments(documents, config.max_seq_length - 2, ids.sep):
+            tokens = [ids.cls, *segment, ids.sep]
+            positions: list[int] = []
+            labels: list[int] = []
+            if not config.dynamic_masking:
+                tokens, positions, labels = create_masked_lm_predictions(
+                    tokens, config.masked_lm_prob, config.max_predictions_per_seq, ids,
+                    config.do_whole_word_mask, rng)
+            instances.append(TrainingInstance(tokens, len(tokens), positions, labels, False))
+    rng.shuffle(instances)
+    return instances
+
+
 def create_training_instances(documents: list[Document], config: InstanceConfig, ids: TokenIds,
                               rng: random.Random) -> list[TrainingInstance]:
     """Google's `create_training_instances` after tokenization: drop empty documents, shuffle,
@@ -321,8 +367,12 @@ def _pointer(array: np.ndarray) -> int:
 
 def create_instance_arrays(documents: list[Document], config: InstanceConfig, ids: TokenIds,
                            rng: random.Random) -> dict[str, np.ndarray]:
-    """`pack_instances(create_training_instances(...))`: the same arrays, and `rng` left in the same state,
-    computed in C++ when the library is available and `rng` is a plain `random.Random`."""
+    """`pack_instances(create_training_instances(...))` (or of `create_packed_instances` with `mlm_only`): the same
+    arrays, and `rng` left in the same state, computed in C++ when the library is available, `rng` is a plain
+    `random.Random` and the layout is Google's."""
+    if config.mlm_only:  # the packed layout has no C++ twin
+        instances = create_packed_instances(documents, config, ids, rng)
+        return pack_instances(instances, config.max_seq_length, config.max_predictions_per_seq)
     lib = native_library()
     if lib is None or type(rng) is not random.Random or len(ids.words) >= 1 << 31:
         instances = create_training_instances(documents, config, ids, rng)
