@@ -7,7 +7,6 @@ BertModel), assign the arrays with shape checks, then write the target. So a che
 from __future__ import annotations
 
 import fnmatch
-import glob
 import os
 from typing import TYPE_CHECKING
 
