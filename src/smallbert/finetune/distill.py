@@ -29,7 +29,7 @@ from ..errors import SmallBertError, output_directory
 from ..tokenization import FullTokenizer
 from .config import DistillConfig
 from .encode import SPECIAL_TOKENS, default_cache_dir, encode_split
-from .loop import (Data, check_output_dir, format_metrics, hparams_of, load_data, num_outputs, resolve_inputs,
+from .loop import (check_output_dir, format_metrics, hparams_of, load_data, num_outputs, resolve_inputs,
                    train_seeds, with_labels)
 from .metrics import task_metrics
 from .tasks import Split
