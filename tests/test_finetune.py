@@ -253,7 +253,8 @@ def test_cli_seed_project_flags_and_one_line_error(toy, tmp_path):
         capture_output=True, text=True, timeout=300)
     assert process.returncode == 2, process.stderr
     assert process.stderr.strip().splitlines()[-1] == \
-        f"error: {tmp_path / 'data' / 'train.tsv'}:3: column 'label': label 'neutral' is not one of sst-2's labels (0, 1)"
+        f"error: {tmp_path / 'data' / 'train.tsv'}:3: column 'label': label 'neutral' is not one of sst-2's " \
+        f"labels (0, 1)"
 
 
 def test_batches_cover_rows_within_buckets():
