@@ -277,15 +277,19 @@ def load_data(cfg: FinetuneConfig, vocab_file: str, do_lower_case: bool, config:
     """Reads, checks, labels and encodes the splits the run needs; all user-input errors surface here."""
     task = task_of(cfg)
     best_metric_key(task, cfg.metric_for_best)
+    # File by file, each checked whole before the next is read: train's errors come first.
     train = read_split(task, cfg.data_dir, "train") if cfg.do_train else None
-    devs = [read_split(task, cfg.data_dir, name) for name in task.dev]
+    names, source = resolve_labels(cfg, task, train, config, checkpoint)
+    if train is not None:
+        assign_labels(task, train, names, source)
+    devs = []
+    for name in task.dev:
+        devs.append(read_split(task, cfg.data_dir, name))
+        assign_labels(task, devs[-1], names, source)
     tests = [read_split(task, cfg.data_dir, name) for name in task.test] if cfg.do_predict else []
     if train is not None and len(train) < cfg.train_batch_size:
         raise SmallBertError(f"--train_batch_size: {cfg.train_batch_size} exceeds the {len(train)} "
                              f"examples of {train.path}")
-    names, source = resolve_labels(cfg, task, train, config, checkpoint)
-    for split in ([train] if train else []) + devs:
-        assign_labels(task, split, names, source)
     tokenizer = FullTokenizer(vocab_file, do_lower_case=do_lower_case)
     check_vocab(tokenizer, vocab_file, config, checkpoint)
     cache_dir = cfg.cache_dir or default_cache_dir()
