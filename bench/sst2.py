@@ -128,7 +128,7 @@ def transformers_worker(args, seed: int) -> dict:
         [{"params": [p for n, p in named if not excluded_from_weight_decay(n)], "weight_decay": 0.01},
          {"params": [p for n, p in named if excluded_from_weight_decay(n)], "weight_decay": 0.0}],
         lr=cfg.lr, eps=1e-6)
-    total = len(data.train.sentences) // cfg.train_batch_size * cfg.epochs
+    total = len(data.train) // cfg.train_batch_size * cfg.epochs
     warmup = int(total * cfg.warmup_proportion)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda t: t / warmup if t < warmup else max(0.0, 1.0 - t / total))

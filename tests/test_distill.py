@@ -19,7 +19,9 @@ from smallbert import BertConfig, BertForSequenceClassification
 from smallbert.errors import SmallBertError
 from smallbert.finetune import FinetuneConfig, run
 from smallbert.finetune import teacher as teacher_module
-from smallbert.finetune.distill import DistillConfig, distillation_loss, read_transfer_file, run_distill
+from smallbert.finetune.distill import (DistillConfig, distillation_loss, read_transfer_file,
+                                        regression_distillation_loss, run_distill, transfer_split)
+from smallbert.finetune.tasks import Split
 from smallbert.finetune.teacher import load_teacher, teacher_logits
 from test_finetune import write_toy_sst2, write_vocab
 
@@ -27,6 +29,14 @@ SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
                       "run_distill.py")
 COMMON = dict(max_length=32, pad_to_max_length=True, train_batch_size=8, eval_batch_size=32, lr=5e-4)
 FEW = 16  # labelled rows the student gets
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cache_in_tmp(tmp_path_factory):
+    """The default caches live in $XDG_CACHE_HOME/smallbert/finetune: keep them out of the home directory."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+        yield
 
 
 def tiny(vocab_size: int) -> BertConfig:
@@ -136,6 +146,20 @@ def test_soft_loss_matches_numpy():
     assert float(got.asnumpy()) == pytest.approx(soft, rel=1e-5)
 
 
+def test_regression_loss_matches_numpy():
+    rng = np.random.default_rng(1)
+    student_out, teacher_out = rng.normal(size=(6, 1)), rng.normal(size=(6, 1))
+    targets = np.array([0.5, np.nan, 2.0, np.nan, -1.0, 3.0])
+    labelled = ~np.isnan(targets)
+    for alpha in (0.0, 0.5):
+        expected = np.mean((student_out[:, 0] - teacher_out[:, 0]) ** 2) + alpha * np.mean(
+            (student_out[labelled, 0] - targets[labelled]) ** 2)
+        got = regression_distillation_loss(Tensor(student_out.astype(np.float32)),
+                                           Tensor(teacher_out.astype(np.float32)),
+                                           Tensor(targets.astype(np.float32)), alpha)
+        assert float(got.asnumpy()) == pytest.approx(expected, rel=1e-5)
+
+
 def test_teacher_logits_cache_reuse_resume_and_invalidation(toy, teacher_dir, tmp_path, monkeypatch):
     teacher = load_teacher(teacher_dir, 2)
     sentences = [f"the film was {'good' if i % 2 else 'bad'} ." for i in range(23)]
@@ -183,7 +207,7 @@ def test_bad_inputs_fail_before_any_output(toy, teacher_dir, tmp_path):
 
     three = str(tmp_path / "three_labels")
     BertForSequenceClassification(tiny(128), num_labels=3).save_pretrained(three, vocab_file=toy["teacher_vocab"])
-    fails(r"--teacher: .*three_labels has 3 labels but the task has 2", teacher=three)
+    fails(r"--teacher: .*three_labels has 3 output\(s\) but the task needs 2", teacher=three)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n  \n")
     fails(r"--transfer_file: .*empty.txt: no sentences", transfer_files=(toy["transfer"], str(empty)))
@@ -196,6 +220,13 @@ def test_bad_inputs_fail_before_any_output(toy, teacher_dir, tmp_path):
     cache = str(tmp_path / "logits.npz")
     teacher_logits(load_teacher(other, 2), ["good"], "x", 32, 8, cache)
     fails(r"--logits_cache: .*logits.npz was written for another teacher \(.*other_teacher\)", logits_cache=cache)
+
+
+def test_a_pair_task_takes_no_sentence_transfer_file(toy):
+    pairs = Split(name="train", path="train.tsv", text_a=["a"], text_b=["b"], raw_labels=["0"], lines=[2],
+                  index=None, digest="x", labels=np.zeros(1, np.int32))
+    with pytest.raises(SmallBertError, match=r"--transfer_file: .*unlabelled.txt: a pair task's transfer set"):
+        transfer_split(pairs, (toy["transfer"],))
 
 
 def test_transfer_file_formats(tmp_path):

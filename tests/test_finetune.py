@@ -16,8 +16,8 @@ import mindspore as ms
 
 from smallbert import BertConfig, BertForPreTraining, cpu_kernels
 from smallbert.errors import SmallBertError
-from smallbert.finetune import (Encoded, FinetuneConfig, batch_rows, encode_split, load_classifier, make_batch,
-                                read_split, resolve_checkpoint, run)
+from smallbert.finetune import (Encoded, FinetuneConfig, assign_labels, batch_rows, encode_split, get_task,
+                                load_classifier, make_batch, read_split, resolve_checkpoint, run)
 from smallbert.tokenization import FullTokenizer
 from smallbert.weights import read_state_dict
 
@@ -29,6 +29,15 @@ NEUTRAL = ("the", "movie", "film", "was", "plot", "acting", "a", "story", "reall
            "this", "of", "cast", "script", "scenes", "music", "ending", ".", ",")
 VOCAB_SIZE = 128
 HPARAMS = dict(max_length=32, train_batch_size=8, eval_batch_size=32, lr=5e-4, epochs=5)
+SST2 = get_task("sst-2")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cache_in_tmp(tmp_path_factory):
+    """The default encoding cache is $XDG_CACHE_HOME/smallbert/finetune: keep it out of the home directory."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+        yield
 
 
 def write_vocab(path: str, size: int = VOCAB_SIZE) -> None:
@@ -109,7 +118,7 @@ def test_toy_signal_is_learned_by_every_seed(trained, toy):
 def test_test_predictions_file(trained, toy):
     results, out = trained
     best = results["seeds"][[r["seed"] for r in results["seeds"]].index(results["best_seed"])]
-    with open(best["test_predictions"], encoding="utf-8") as f:
+    with open(best["predictions"]["test"], encoding="utf-8") as f:
         lines = f.read().splitlines()
     with open(os.path.join(out, "test_predictions.tsv"), encoding="utf-8") as f:
         assert f.read().splitlines() == lines  # the top level holds the best seed's predictions
@@ -126,12 +135,15 @@ def test_best_checkpoint_reloads_and_reproduces_dev_accuracy(trained, toy):
     seed1 = results["seeds"][0]
     best_dir = os.path.join(out, "seed_1", "best")
     assert sorted(os.listdir(best_dir)) == ["config.json", "model.ckpt", "tokenizer_config.json", "vocab.txt"]
+    with open(os.path.join(best_dir, "config.json"), encoding="utf-8") as f:
+        saved = json.load(f)
+    assert saved["id2label"] == {"0": "0", "1": "1"} and saved["label2id"] == {"0": 0, "1": 1}
     evaluated = run(FinetuneConfig(data_dir=toy["data"], init_checkpoint=best_dir, output_dir="eval",
                                    do_train=False, **HPARAMS))
     assert evaluated["dev_accuracy"] == seed1["best_dev_accuracy"]
     assert evaluated["dev_loss"] == pytest.approx(seed1["best_dev_loss"], rel=1e-5)
     with open(os.path.join("eval", "test_predictions.tsv"), encoding="utf-8") as f, \
-            open(seed1["test_predictions"], encoding="utf-8") as g:
+            open(seed1["predictions"]["test"], encoding="utf-8") as g:
         assert f.read() == g.read()
 
 
@@ -173,7 +185,7 @@ def test_evaluate_only_needs_a_fine_tuned_classifier(toy, caplog):
     with caplog.at_level("INFO", logger="smallbert"):
         load_classifier(os.path.join(toy["run"], "final"), config, "O0")
     assert "no classifier head: initialised fresh" in caplog.text
-    with pytest.raises(SmallBertError, match="has no classifier head; --do_train false"):
+    with pytest.raises(SmallBertError, match="has no classifier head for this task's 2 output"):
         run(FinetuneConfig(data_dir=toy["data"], init_checkpoint=toy["run"], output_dir="eval", do_train=False))
 
 
@@ -197,28 +209,32 @@ def write_tsv(directory, name: str, text: str) -> None:
 
 @pytest.mark.parametrize("name, text, message", [
     ("train", "sentence\tlabel\ngood film\t1\nbad film\t1\tx\n", r"train.tsv:3: malformed row: expected 2"),
-    ("train", "sentence\tlabel\ngood film\t1\nbad film\t2\n", r"train.tsv:3: label '2' is not 0 or 1"),
-    ("dev", "sentence\tlabel\ngood film\t1\n\nbad film\t-1\n", r"dev.tsv:4: label '-1' is not 0 or 1"),
-    ("dev", "text\tlabel\ngood film\t1\n", r"dev.tsv:1: header must name the columns sentence and label"),
-    ("test", "index\tsentence\n0\tgood\nx\tbad\n", r"test.tsv:3: index 'x' is not a non-negative integer"),
+    ("train", "sentence\tlabel\ngood film\t1\nbad film\t2\n",
+     r"train.tsv:3: column 'label': label '2' is not one of sst-2's labels \(0, 1\)"),
+    ("dev", "sentence\tlabel\ngood film\t1\n\nbad film\t-1\n", r"dev.tsv:4: column 'label': label '-1' is not"),
+    ("dev", "text\tlabel\ngood film\t1\n", r"dev.tsv:1: no column 'sentence' \(the header has text, label\)"),
+    ("test", "index\tsentence\n0\tgood\nx\tbad\n",
+     r"test.tsv:3: column 'index': index 'x' is not a non-negative integer"),
     ("test", "index\tsentence\n", r"test.tsv: no examples"),
 ])
 def test_bad_rows_name_file_and_line(tmp_path, name, text, message):
     write_tsv(tmp_path, name, text)
     with pytest.raises(SmallBertError, match=message):
-        read_split(str(tmp_path), name)
+        split = read_split(SST2, str(tmp_path), name)
+        assign_labels(SST2, split, SST2.labels, SST2.name)
 
 
 def test_read_split_keeps_sentences_verbatim(tmp_path):
-    write_tsv(tmp_path, "train", 'sentence\tlabel\n"quoted" \x0bodd\t0\r\nit \'s fine \t1\n\n')
-    split = read_split(str(tmp_path), "train")
-    assert split.sentences == ['"quoted" \x0bodd', "it 's fine "]
-    assert split.labels.tolist() == [0, 1] and split.labels.dtype == np.int32
+    write_tsv(tmp_path, "train", '\ufeffsentence\tlabel\n"quoted" \x0bodd\t0\r\nit \'s fine \t1\n\n')
+    split = read_split(SST2, str(tmp_path), "train")
+    assign_labels(SST2, split, SST2.labels, SST2.name)
+    assert split.text_a == ['"quoted" \x0bodd', "it 's fine "] and split.text_b is None
+    assert split.labels.tolist() == [0, 1] and split.labels.dtype == np.int32 and split.lines == [2, 3]
 
 
 def test_missing_split_and_vocab_mismatch_fail_before_training(toy, tmp_path):
     write_tsv(tmp_path / "data", "train", "sentence\tlabel\ngood film\t1\n")
-    with pytest.raises(SmallBertError, match=r"dev.tsv: SST-2 dev split not found"):
+    with pytest.raises(SmallBertError, match=r"dev.tsv: sst-2 dev split \(--data_dir must hold dev.tsv\) not found"):
         run(FinetuneConfig(data_dir=str(tmp_path / "data"), init_checkpoint=toy["run"], output_dir="out"))
     big_vocab = str(tmp_path / "vocab.txt")
     write_vocab(big_vocab, size=VOCAB_SIZE + 72)
@@ -237,7 +253,8 @@ def test_cli_seed_project_flags_and_one_line_error(toy, tmp_path):
         capture_output=True, text=True, timeout=300)
     assert process.returncode == 2, process.stderr
     assert process.stderr.strip().splitlines()[-1] == \
-        f"error: {tmp_path / 'data' / 'train.tsv'}:3: label 'neutral' is not 0 or 1"
+        f"error: {tmp_path / 'data' / 'train.tsv'}:3: column 'label': label 'neutral' is not one of sst-2's " \
+        f"labels (0, 1)"
 
 
 def test_batches_cover_rows_within_buckets():
@@ -257,20 +274,22 @@ def test_batches_cover_rows_within_buckets():
 
 
 def test_make_batch_pads_to_bucket_and_batch_size():
-    encoded = Encoded(input_ids=np.arange(3 * 64, dtype=np.int32).reshape(3, 64), lengths=np.array([5, 20, 40],
-                                                                                                  np.int32))
+    encoded = Encoded(input_ids=np.arange(3 * 64, dtype=np.int32).reshape(3, 64),
+                      lengths=np.array([5, 20, 40], np.int32), segment_starts=np.array([5, 8, 40], np.int32))
     input_ids, token_type_ids, attention_mask = make_batch(encoded, np.array([0, 1]), (16, 32, 64), 4)
     assert input_ids.shape == (4, 32) and input_ids.dtype == np.int32
     np.testing.assert_array_equal(input_ids[:2], encoded.input_ids[:2, :32])
     np.testing.assert_array_equal(input_ids[2:], encoded.input_ids[[0, 0], :32])
-    assert attention_mask.sum(axis=1).tolist() == [5, 20, 5, 5] and not token_type_ids.any()
+    assert attention_mask.sum(axis=1).tolist() == [5, 20, 5, 5]
+    # Segment B (type 1) runs from segment_starts to the last real token; padding stays 0.
+    assert token_type_ids.sum(axis=1).tolist() == [0, 12, 0, 0] and token_type_ids[1, 8:20].all()
 
 
 def test_encoding_and_its_cache(toy, tmp_path, monkeypatch):
     vocab = os.path.join(toy["root"], "vocab.txt")
     tokenizer = FullTokenizer(vocab, do_lower_case=True)
     write_tsv(tmp_path, "dev", "sentence\tlabel\nThe Movie was GOOD\t1\n" + "bad " * 40 + "\t0\n")
-    split = read_split(str(tmp_path), "dev")
+    split = read_split(SST2, str(tmp_path), "dev")
     encoded = encode_split(split, tokenizer, vocab, 8, str(tmp_path / "cache"))
     ids = tokenizer.vocab
     assert encoded.input_ids[0].tolist() == [ids[w] for w in ("[CLS]", "the", "movie", "was", "good", "[SEP]")] \

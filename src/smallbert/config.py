@@ -10,13 +10,16 @@ from typing import Any
 from .errors import SmallBertError
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "tanh")
+PROBLEM_TYPES = (None, "single_label_classification", "regression")
 
 
 @dataclasses.dataclass
 class BertConfig:
     """Hyper-parameters of a BERT, field names as in Google's `bert_config.json`.
 
-    `layer_norm_eps` is Hugging Face's name; Google hard-codes 1e-12, the default here.
+    `layer_norm_eps` is Hugging Face's name; Google hard-codes 1e-12, the default here. A fine-tuned classifier also
+    carries Hugging Face's `id2label` ({"0": name, ...}) and `problem_type` ("single_label_classification" or
+    "regression"), so its label names travel with the checkpoint into evaluation, prediction and HF export.
     """
 
     vocab_size: int = 30522
@@ -31,6 +34,8 @@ class BertConfig:
     type_vocab_size: int = 2
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
+    id2label: dict[str, str] | None = None
+    problem_type: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -51,6 +56,21 @@ class BertConfig:
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 raise SmallBertError(f"{source}: {name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.id2label is not None and (not isinstance(self.id2label, dict)
+                                          or set(self.id2label) != {str(i) for i in range(len(self.id2label))}):
+            raise SmallBertError(f"{source}: id2label must map the ids 0..n-1 to names, got {self.id2label!r}")
+        if self.problem_type not in PROBLEM_TYPES:
+            raise SmallBertError(f"{source}: problem_type {self.problem_type!r} is not one of {PROBLEM_TYPES[1:]}")
+
+    @property
+    def label_names(self) -> tuple[str, ...] | None:
+        """The names in id2label, in id order (None when the config has no labels)."""
+        return None if self.id2label is None else tuple(self.id2label[str(i)] for i in range(len(self.id2label)))
+
+    @staticmethod
+    def label_keys(names: tuple[str, ...]) -> dict[str, dict]:
+        """Hugging Face's `id2label` and `label2id` for label names in id order."""
+        return {"id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)}}
 
     @property
     def head_size(self) -> int:
@@ -65,6 +85,8 @@ class BertConfig:
         if missing:
             raise SmallBertError(f"{source}: missing required key(s) {', '.join(missing)}")
         kwargs = {k: v for k, v in values.items() if k in known}
+        if isinstance(kwargs.get("id2label"), dict):  # JSON keys are strings; a dict built in Python may use ints
+            kwargs["id2label"] = {str(k): str(v) for k, v in kwargs["id2label"].items()}
         kwargs.setdefault("intermediate_size", 4 * int(values["hidden_size"]))
         try:
             config = cls.__new__(cls)
@@ -98,7 +120,10 @@ class BertConfig:
 
     def to_hf_dict(self) -> dict[str, Any]:
         """The same values with the keys Hugging Face's BertConfig expects."""
-        return {"architectures": ["BertForPreTraining"], "model_type": "bert", **self.to_dict(),
+        values = {k: v for k, v in self.to_dict().items() if v is not None}
+        if self.id2label is not None:
+            values.update(self.label_keys(self.label_names))
+        return {"architectures": ["BertForPreTraining"], "model_type": "bert", **values,
                 "pad_token_id": 0, "position_embedding_type": "absolute"}
 
     def to_json_file(self, path: str | os.PathLike, hf: bool = True) -> None:

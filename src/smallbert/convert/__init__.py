@@ -122,7 +122,8 @@ def convert(source_format: str, target_format: str, input_path: str, output_dir:
     if source_format == target_format:
         raise SmallBertError(f"--from and --to are both {source_format!r}: nothing to convert")
     check_source_format(source_format, input_path)
-    from .hf import save_hf, tokenizer_config, write_json
+    from ..fileio import write_json
+    from .hf import save_hf, tokenizer_config
 
     model = load_model(input_path, source_format)
     if target_format == "hf":
@@ -130,5 +131,6 @@ def convert(source_format: str, target_format: str, input_path: str, output_dir:
     else:
         model.save_pretrained(output_dir)
         if model.vocab_file:  # tells fine-tuning whether to lower-case, as transformers' tokenizer config does
-            write_json(os.path.join(output_dir, "tokenizer_config.json"), tokenizer_config(model, model.vocab_file))
+            write_json(os.path.join(output_dir, "tokenizer_config.json"), tokenizer_config(model, model.vocab_file),
+                       sort_keys=True)
     return model

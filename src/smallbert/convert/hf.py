@@ -7,7 +7,6 @@ word embeddings and `cls.predictions.bias`. Reading Hugging Face directories is 
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -15,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..config import BertConfig
+from ..fileio import write_json
 from ..model import BertForSequenceClassification, BertPreTrainedModel
 from ..tokenization import load_vocab
 from ..weights import staged_directory
@@ -30,9 +31,8 @@ def hf_config(model: BertPreTrainedModel) -> dict[str, Any]:
     values = model.config.to_hf_dict()
     values["architectures"] = [type(model).__name__]  # our class names are transformers' class names
     values["tie_word_embeddings"] = True
-    if isinstance(model, BertForSequenceClassification):
-        values["id2label"] = {str(i): f"LABEL_{i}" for i in range(model.num_labels)}
-        values["label2id"] = {f"LABEL_{i}": i for i in range(model.num_labels)}
+    if isinstance(model, BertForSequenceClassification) and "id2label" not in values:
+        values.update(BertConfig.label_keys(tuple(f"LABEL_{i}" for i in range(model.num_labels))))
     return values
 
 
@@ -53,12 +53,6 @@ def hf_state_dict(model: BertPreTrainedModel) -> dict[str, np.ndarray]:
     return {p.name: np.ascontiguousarray(p.asnumpy(), dtype=np.float32) for p in model.weights()}
 
 
-def write_json(path: str, values: dict[str, Any]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(values, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
 def save_hf(model: BertPreTrainedModel, directory: str, vocab_file: str | None = None) -> None:
     """Writes `config.json`, `model.safetensors` and, with a vocabulary, `vocab.txt`, `tokenizer_config.json` and
     `special_tokens_map.json` into `directory`, loadable by `transformers.<same class name>.from_pretrained`.
@@ -67,11 +61,12 @@ def save_hf(model: BertPreTrainedModel, directory: str, vocab_file: str | None =
 
     vocab_file = vocab_file or model.vocab_file
     with staged_directory(directory) as staging:
-        write_json(os.path.join(staging, "config.json"), hf_config(model))
+        write_json(os.path.join(staging, "config.json"), hf_config(model), sort_keys=True)
         save_file(hf_state_dict(model), os.path.join(staging, "model.safetensors"), metadata={"format": "pt"})
         if vocab_file:
             shutil.copyfile(vocab_file, os.path.join(staging, "vocab.txt"))
-            write_json(os.path.join(staging, "tokenizer_config.json"), tokenizer_config(model, vocab_file))
-            write_json(os.path.join(staging, "special_tokens_map.json"), SPECIAL_TOKENS)
+            write_json(os.path.join(staging, "tokenizer_config.json"), tokenizer_config(model, vocab_file),
+                       sort_keys=True)
+            write_json(os.path.join(staging, "special_tokens_map.json"), SPECIAL_TOKENS, sort_keys=True)
         else:
             logger.warning("%s: no vocab.txt to copy; the Hugging Face directory has no tokenizer files", directory)

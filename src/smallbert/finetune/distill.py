@@ -1,13 +1,14 @@
 """Distillation of a fine-tuned teacher into a compact student (Hinton et al. 2015; Turc et al. 2019).
 
 `run_distill(DistillConfig)` checks every input before anything is compiled or written, then:
-  1. builds the transfer set: the task's train sentences (labelled) and the sentences of every --transfer_file
-     (unlabelled; Google's one-sentence-per-line text with blank lines between documents, .gz/.bz2, or a
-     Wikipedia `.xml.bz2` dump through `smallbert.data.extract`);
-  2. computes the teacher's logits on the transfer set and dev once, in eval mode, with the teacher's own
-     tokenizer, cached on disk (`teacher.py`), and reports the teacher's own dev accuracy;
+  1. builds the transfer set: the task's train examples (labelled; single sentences or pairs) and, for a
+     single-sentence task, the sentences of every --transfer_file (unlabelled; Google's one-sentence-per-line text
+     with blank lines between documents, .gz/.bz2, or a Wikipedia `.xml.bz2` dump through `smallbert.data.extract`);
+  2. computes the teacher's logits on the transfer set and the dev splits once, in eval mode, with the teacher's
+     own tokenizer, cached on disk (`teacher.py`), and reports the teacher's own dev metrics;
   3. per seed, trains the student through fine-tuning's per-seed loop (`loop.train_seed`: the same TrainStep,
-     AMP, bucketing, dev evaluation each epoch, best/ kept in save_pretrained format) with `DistillationLoss`;
+     AMP, bucketing, dev evaluation each epoch, best/ kept in save_pretrained format) with `DistillationLoss`:
+     soft cross-entropy to the teacher for classification, squared error to the teacher's output for regression;
   4. writes eval_results.json (as run_classify.py's, plus `teacher`) and test_predictions.tsv.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import shutil
 from collections import Counter
 
 import mindspore as ms
@@ -23,44 +25,21 @@ import numpy as np
 from mindspore import nn, ops
 
 from ..data.extract import read_documents
-from ..errors import SmallBertError
+from ..errors import SmallBertError, output_directory
 from ..tokenization import FullTokenizer
-from .encode import SPECIAL_TOKENS, encode_split
-from .loop import Data, FinetuneConfig, load_data, resolve_inputs, train_seeds
-from .metrics import classification_metrics
-from .tasks import NUM_LABELS, Split
+from .config import DistillConfig
+from .encode import SPECIAL_TOKENS, default_cache_dir, encode_split
+from .loop import (check_output_dir, format_metrics, hparams_of, load_data, num_outputs, resolve_inputs,
+                   train_seeds, with_labels)
+from .metrics import task_metrics
+from .tasks import Split
 from .teacher import cache_key, default_cache_path, load_teacher, teacher_logits
 
 logger = logging.getLogger("smallbert")
 
-UNLABELLED = -1  # the label of a transfer-file sentence
+UNLABELLED = -1  # the label id of a transfer-file sentence; a regression target is NaN instead
 
-
-@dataclasses.dataclass
-class DistillConfig(FinetuneConfig):
-    """A fine-tuning config plus the teacher, the unlabelled transfer text and the loss's T and alpha.
-
-    `logits_cache` None means `<cache_dir>/teacher-<split>-<key>.npz`, one file per teacher, text and max_length;
-    an explicit path is checked against its key and refused when it was written for other inputs.
-    """
-
-    teacher: str = ""
-    transfer_files: tuple[str, ...] = ()
-    temperature: float = 2.0
-    alpha: float = 0.0
-    logits_cache: str | None = None
-    lr: float = 1e-4
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.teacher:
-            raise SmallBertError("--teacher: required (a fine-tuned classifier directory)")
-        if not self.temperature > 0:
-            raise SmallBertError(f"--temperature: must be positive, got {self.temperature}")
-        if not self.alpha >= 0:
-            raise SmallBertError(f"--alpha: must be >= 0, got {self.alpha}")
-        if not self.do_train:
-            raise SmallBertError("--do_train false: nothing to distil; evaluate with run_classify.py")
+__all__ = ["DistillConfig", "DistillationLoss", "distillation_loss", "regression_distillation_loss", "run_distill"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -84,21 +63,40 @@ def distillation_loss(logits, teacher_logits, labels, temperature: float, alpha:
     return soft + alpha * hard
 
 
-class DistillationLoss(nn.Cell):
-    """The student with `distillation_loss`, as `TrainStep` wants it.
+def regression_distillation_loss(outputs, teacher_outputs, targets, alpha: float):
+    """Mean squared error to the teacher's output, plus alpha × mean squared error to the labelled targets.
 
-    (input_ids, token_type_ids, attention_mask int32 [B,S], labels int32 [B], teacher_logits float32 [B,C]) →
-    (loss float32 [], logits float32 [B,C]).
+    outputs, teacher_outputs float32 [B, 1]; targets float32 [B], NaN for rows without a label (the hard term
+    is a mean over the labelled rows, 0 when none). Returns float32 [].
+    """
+    scores = outputs[:, 0]
+    soft = ((scores - teacher_outputs[:, 0]) ** 2).mean()
+    labelled = ops.logical_not(ops.isnan(targets))
+    errors = ops.where(labelled, (scores - ops.where(labelled, targets, ops.zeros_like(targets))) ** 2,
+                       ops.zeros_like(targets))
+    hard = errors.sum() / ops.maximum(labelled.astype(ms.float32).sum(), 1.0)
+    return soft + alpha * hard
+
+
+class DistillationLoss(nn.Cell):
+    """The student with `distillation_loss` (or, for regression, `regression_distillation_loss`), as `TrainStep`
+    wants it.
+
+    (input_ids, token_type_ids, attention_mask int32 [B,S], labels int32 [B] (regression: float32 [B]),
+    teacher_logits float32 [B,C]) → (loss float32 [], logits float32 [B,C]).
     """
 
-    def __init__(self, model: nn.Cell, temperature: float, alpha: float):
+    def __init__(self, model: nn.Cell, temperature: float, alpha: float, regression: bool = False):
         super().__init__(auto_prefix=False)  # keep the model's Hugging Face parameter names
         self.model = model
         self.temperature = float(temperature)
         self.alpha = float(alpha)
+        self.regression = regression
 
     def construct(self, input_ids, token_type_ids, attention_mask, labels, teacher_logits):
         logits = self.model(input_ids, token_type_ids, attention_mask)
+        if self.regression:
+            return regression_distillation_loss(logits, teacher_logits, labels, self.alpha), logits
         return distillation_loss(logits, teacher_logits, labels, self.temperature, self.alpha), logits
 
 
@@ -125,17 +123,27 @@ def read_transfer_file(path: str) -> tuple[list[str], str]:
 
 
 def transfer_split(train: Split, files: tuple[str, ...]) -> Split:
-    """train's sentences and labels, then every file's sentences labelled UNLABELLED; digest covers all sources."""
-    sentences, labels, digests = list(train.sentences), [train.labels], [train.digest]
+    """train's examples and labels, then every file's sentences unlabelled (UNLABELLED, or NaN for regression
+    targets); the digest covers all sources. Sentence files only extend a single-sentence task."""
+    if files and train.text_b is not None:
+        raise SmallBertError(f"--transfer_file: {files[0]}: a pair task's transfer set is its train pairs; "
+                             f"one-sentence-per-line text cannot extend it")
+    sentences, labels, digests = list(train.text_a), [train.labels], [train.digest]
+    unlabelled = np.nan if train.labels.dtype == np.float32 else UNLABELLED
     for path in files:
         file_sentences, digest = read_transfer_file(path)
         logger.info("%s: %d unlabelled sentences", path, len(file_sentences))
         sentences += file_sentences
-        labels.append(np.full(len(file_sentences), UNLABELLED, np.int32))
+        labels.append(np.full(len(file_sentences), unlabelled, train.labels.dtype))
         digests.append(digest)
-    return Split(name="transfer", path=" + ".join((train.path,) + tuple(files)), sentences=sentences,
-                 labels=np.concatenate(labels), index=None, digest=hashlib.sha1("|".join(digests).encode())
-                 .hexdigest())
+    return Split(name="transfer", path=" + ".join((train.path,) + tuple(files)), text_a=sentences,
+                 text_b=train.text_b, raw_labels=None, lines=[], index=None,
+                 digest=hashlib.sha1("|".join(digests).encode()).hexdigest(), labels=np.concatenate(labels))
+
+
+def is_labelled(labels: np.ndarray) -> np.ndarray:
+    """bool [N]: the rows of a transfer set that have a label (not UNLABELLED, not NaN)."""
+    return ~np.isnan(labels) if labels.dtype == np.float32 else labels >= 0
 
 
 def check_student_vocab(cfg: DistillConfig, vocab_file: str, do_lower_case: bool, vocab_size: int) -> None:
@@ -158,52 +166,60 @@ def check_student_vocab(cfg: DistillConfig, vocab_file: str, do_lower_case: bool
 def run_distill(cfg: DistillConfig) -> dict:
     """Distils `cfg.teacher` into the student as `cfg` says; returns what eval_results.json holds.
 
-    All inputs are checked (and the teacher loaded) before output_dir is created. One seed writes into output_dir;
+    All inputs are checked (and the teacher loaded) before output_dir is touched. One seed writes into output_dir;
     several write output_dir/seed_<s>/ each, the mean ± std at the top, and the best seed's test predictions.
     """
     cfg.validate()
     checkpoint, config, vocab_file, do_lower_case = resolve_inputs(cfg)
     check_student_vocab(cfg, vocab_file, do_lower_case, config.vocab_size)
+    clear = check_output_dir(cfg, [cfg.init_checkpoint, cfg.data_dir, cfg.vocab_file, cfg.bert_config_file,
+                                   cfg.teacher, cfg.logits_cache, *cfg.transfer_files])
     data = load_data(cfg, vocab_file, do_lower_case, config, checkpoint)
+    config = with_labels(config, data)
     transfer = transfer_split(data.train, cfg.transfer_files)
     tokenizer = FullTokenizer(vocab_file, do_lower_case=do_lower_case)
-    cache_dir = cfg.cache_dir or os.path.join(cfg.data_dir, "cache")
+    cache_dir = cfg.cache_dir or default_cache_dir()
     transfer_ids = encode_split(transfer, tokenizer, vocab_file, cfg.max_length, cache_dir)
     if cfg.logits_cache and os.path.isdir(cfg.logits_cache):
         raise SmallBertError(f"--logits_cache: {cfg.logits_cache} is a directory; give a file path")
     ms.set_device(cfg.device_target)
-    teacher = load_teacher(cfg.teacher, NUM_LABELS)
+    teacher = load_teacher(cfg.teacher, num_outputs(config), data.label_names)
 
     def logits_for(split: Split, explicit: str | None) -> np.ndarray:
-        key = cache_key(teacher, split.digest, len(split.sentences), min(cfg.max_length, teacher.max_positions))
+        key = cache_key(teacher, split.digest, len(split), min(cfg.max_length, teacher.max_positions))
         path = explicit or default_cache_path(cache_dir, split.name, key)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        return teacher_logits(teacher, split.sentences, split.digest, cfg.max_length, cfg.eval_batch_size, path)
+        return teacher_logits(teacher, split.text_a, split.digest, cfg.max_length, cfg.eval_batch_size, path,
+                              text_b=split.text_b)
 
     soft_targets = logits_for(transfer, cfg.logits_cache)
-    teacher_dev = classification_metrics(logits_for(data.dev, None), data.dev.labels)
-    logger.info("teacher %s: dev accuracy %.4f", cfg.teacher, teacher_dev["accuracy"])
+    teacher_dev = {f"{split.name}_{metric}": value for split, _ in data.devs for metric, value in
+                   task_metrics(data.task.metrics, logits_for(split, None), split.labels,
+                                data.task.is_regression).items()}
+    logger.info("teacher %s: %s", cfg.teacher, format_metrics(teacher_dev))
     del teacher  # its weights are not needed while the student trains
 
-    data = Data(transfer, transfer_ids, data.dev, data.dev_ids, data.test, data.test_ids)
-    os.makedirs(cfg.output_dir, exist_ok=True)
-    hparams = {**dataclasses.asdict(cfg), "seeds": list(cfg.seeds), "transfer_files": list(cfg.transfer_files),
-               "checkpoint": checkpoint, "vocab_file": vocab_file, "do_lower_case": do_lower_case,
-               "bert_config": config.to_dict(), "num_train_examples": len(transfer.sentences),
-               "num_labelled_examples": int(np.sum(transfer.labels >= 0)),
-               "steps_per_epoch": len(transfer.sentences) // cfg.train_batch_size}
-    teacher_info = {"path": cfg.teacher, "dev_accuracy": teacher_dev["accuracy"], "dev_loss": teacher_dev["loss"]}
+    data = dataclasses.replace(data, train=transfer, train_ids=transfer_ids)
+    if clear:
+        shutil.rmtree(cfg.output_dir)
+    hparams = {**hparams_of(cfg), "checkpoint": checkpoint, "vocab_file": vocab_file,
+               "do_lower_case": do_lower_case, "bert_config": config.to_dict(),
+               "num_train_examples": len(transfer), "num_labelled_examples": int(np.sum(is_labelled(transfer.labels))),
+               "steps_per_epoch": len(transfer) // cfg.train_batch_size}
+    teacher_info = {"path": cfg.teacher, **teacher_dev}
 
     def net_with_loss(model):
-        return DistillationLoss(model, cfg.temperature, cfg.alpha)
+        return DistillationLoss(model, cfg.temperature, cfg.alpha, data.task.is_regression)
 
     def train_columns(rows):
         return transfer.labels[rows], soft_targets[rows]
 
-    results = train_seeds(cfg, checkpoint, config, data, vocab_file, do_lower_case,
-                          {"hparams": hparams, "teacher": teacher_info,
-                           "teacher_dev_accuracy": teacher_dev["accuracy"]},
-                          net_with_loss=net_with_loss, train_columns=train_columns)
-    logger.info("student best dev accuracy over %d seed(s): %.4f ± %.4f; teacher %.4f", results["num_seeds"],
-                results["best_dev_accuracy_mean"], results["best_dev_accuracy_std"], teacher_dev["accuracy"])
+    with output_directory(cfg.output_dir):
+        results = train_seeds(cfg, checkpoint, config, data, vocab_file, do_lower_case,
+                              {"hparams": hparams, "teacher": teacher_info,
+                               **{f"teacher_{key}": value for key, value in teacher_dev.items()}},
+                              net_with_loss=net_with_loss, train_columns=train_columns)
+    key = results["metric_for_best"]
+    logger.info("student best %s over %d seed(s): %.4f ± %.4f; teacher %.4f", key, results["num_seeds"],
+                results[f"best_{key}_mean"], results[f"best_{key}_std"], teacher_dev[key])
     return results

@@ -1,4 +1,4 @@
-"""Examples → token ids (cached on disk) → length-bucketed batches."""
+"""Examples → token ids (single sentences or pairs, cached on disk) → length-bucketed batches."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,16 +14,29 @@ from .tasks import Split
 logger = logging.getLogger("smallbert")
 
 SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 BUCKETS = (16, 32, 64, 128, 256)
+
+
+def default_cache_dir() -> str:
+    """$XDG_CACHE_HOME/smallbert/finetune, else ~/.cache/smallbert/finetune: never inside the data directory,
+    which may be read-only or a checkout."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "smallbert", "finetune")
 
 
 @dataclasses.dataclass
 class Encoded:
-    """A split's token ids: input_ids int32 [N, max_length] (`[CLS] tokens [SEP]`, then [PAD]); lengths int32 [N]."""
+    """A split's token ids, N rows.
+
+    input_ids int32 [N, max_length]: `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`, then [PAD].
+    lengths int32 [N]: tokens before the padding. segment_starts int32 [N]: where segment B (token type 1) begins,
+    = lengths for a single sentence.
+    """
 
     input_ids: np.ndarray
     lengths: np.ndarray
+    segment_starts: np.ndarray
 
 
 def file_digest(path: str) -> str:
@@ -31,35 +44,54 @@ def file_digest(path: str) -> str:
         return hashlib.sha1(f.read()).hexdigest()
 
 
-def encode_sentences(sentences: list[str], tokenizer: FullTokenizer, max_length: int) -> Encoded:
-    """Tokenizes `sentences` (in one call into Rust) into `[CLS] tokens [SEP]`, truncated to `max_length`."""
+def truncate_seq_pair(tokens_a: list[int], tokens_b: list[int], max_tokens: int) -> None:
+    """Shortens the pair in place to at most `max_tokens` in total, one token at a time from the end of the longer
+    (as Google's run_classifier does: a short sentence keeps all its tokens while the long one is cut)."""
+    while len(tokens_a) + len(tokens_b) > max_tokens:
+        (tokens_a if len(tokens_a) > len(tokens_b) else tokens_b).pop()
+
+
+def encode_sentences(text_a: list[str], text_b: list[str] | None, tokenizer: FullTokenizer,
+                     max_length: int) -> Encoded:
+    """Tokenizes single sentences into `[CLS] a [SEP]` or pairs into `[CLS] a [SEP] b [SEP]` (segment ids 0 then
+    1), truncated to `max_length` tokens in all (pairs with `truncate_seq_pair`)."""
     cls_id, sep_id, pad_id = (tokenizer.vocab[t] for t in SPECIAL_TOKENS)
-    input_ids = np.full((len(sentences), max_length), pad_id, np.int32)
-    lengths = np.empty(len(sentences), np.int32)
-    for row, ids in enumerate(tokenizer.encode_batch(sentences)):
-        ids = [cls_id] + ids[:max_length - 2] + [sep_id]
+    input_ids = np.full((len(text_a), max_length), pad_id, np.int32)
+    lengths = np.empty(len(text_a), np.int32)
+    segment_starts = np.empty(len(text_a), np.int32)
+    firsts = tokenizer.encode_batch(text_a)  # one call into Rust per side
+    seconds = tokenizer.encode_batch(text_b) if text_b is not None else None
+    for row, a in enumerate(firsts):
+        if seconds is None:
+            ids = [cls_id] + a[:max_length - 2] + [sep_id]
+            segment_starts[row] = len(ids)
+        else:
+            b = seconds[row]
+            truncate_seq_pair(a, b, max_length - 3)
+            segment_starts[row] = len(a) + 2
+            ids = [cls_id] + a + [sep_id] + b + [sep_id]
         input_ids[row, :len(ids)] = ids
         lengths[row] = len(ids)
-    return Encoded(input_ids, lengths)
+    return Encoded(input_ids, lengths, segment_starts)
 
 
 def encode_split(split: Split, tokenizer: FullTokenizer, vocab_file: str, max_length: int,
                  cache_dir: str | None) -> Encoded:
     """`encode_sentences` for a split, reusing `cache_dir/<name>-<key>.npz` when one matches.
 
-    The key hashes the TSV's bytes, the vocab's bytes, do_lower_case and max_length, so any change re-encodes.
-    A cache that cannot be written (read-only data directory) only costs a warning.
+    The key hashes the TSV's bytes and the columns read, the vocab's bytes, do_lower_case and max_length, so any
+    change re-encodes. A cache that cannot be written only costs a warning.
     """
     key_text = f"{CACHE_VERSION}|{split.digest}|{file_digest(vocab_file)}|{tokenizer.do_lower_case}|{max_length}"
     path = os.path.join(cache_dir, f"{split.name}-{hashlib.sha1(key_text.encode()).hexdigest()[:16]}.npz") \
         if cache_dir else None
     if path and os.path.isfile(path):
         with np.load(path) as cached:
-            encoded = Encoded(cached["input_ids"], cached["lengths"])
-        if len(encoded.lengths) == len(split.sentences):
+            encoded = Encoded(cached["input_ids"], cached["lengths"], cached["segment_starts"])
+        if len(encoded.lengths) == len(split):
             logger.info("%s: %d examples from cache %s", split.path, len(encoded.lengths), path)
             return encoded
-    encoded = encode_sentences(split.sentences, tokenizer, max_length)
+    encoded = encode_sentences(split.text_a, split.text_b, tokenizer, max_length)
     truncated = int(np.sum(encoded.lengths == max_length))
     logger.info("%s: %d examples encoded, %d reach --max_length %d", split.path, len(encoded.lengths), truncated,
                 max_length)
@@ -67,7 +99,7 @@ def encode_split(split: Split, tokenizer: FullTokenizer, vocab_file: str, max_le
         try:
             os.makedirs(cache_dir, exist_ok=True)
             tmp = f"{path}.tmp-{os.getpid()}.npz"
-            np.savez(tmp, input_ids=encoded.input_ids, lengths=encoded.lengths)
+            np.savez(tmp, **dataclasses.asdict(encoded))
             os.replace(tmp, path)
         except OSError as err:
             logger.warning("%s: cannot write the encoding cache (%s); continuing without it", cache_dir,
@@ -122,6 +154,8 @@ def make_batch(encoded: Encoded, rows: np.ndarray, buckets: tuple[int, ...], bat
     if len(rows) < batch_size:
         rows = np.concatenate([rows, np.full(batch_size - len(rows), rows[0])])
     input_ids = encoded.input_ids[rows, :seq_length]
-    attention_mask = (np.arange(seq_length)[None, :] < encoded.lengths[rows][:, None]).astype(np.int32)
-    return input_ids, np.zeros_like(input_ids), attention_mask
+    positions = np.arange(seq_length)[None, :]
+    attention_mask = positions < encoded.lengths[rows][:, None]
+    token_type_ids = (positions >= encoded.segment_starts[rows][:, None]) & attention_mask
+    return input_ids, token_type_ids.astype(np.int32), attention_mask.astype(np.int32)
 

@@ -1,18 +1,20 @@
 """The fine-tuning run: checkpoint resolution, per-seed training, evaluation, prediction and outputs.
 
-`run(FinetuneConfig)` checks every input before anything is compiled, then:
-  1. reads GLUE's splits as distributed: train.tsv and dev.tsv (`sentence\\tlabel`), test.tsv (`index\\tsentence`);
-  2. tokenizes each sentence with the checkpoint's vocab into `[CLS] sentence [SEP]` ids, truncated to
-     `max_length` and cached as .npz;
-  3. per seed: builds `BertForSequenceClassification` from the checkpoint (a missing classifier head is initialised
-     fresh), trains with AdamWeightDecay, linear warmup and linear decay through `smallbert.train.TrainStep`,
-     evaluates dev after each epoch and keeps the best epoch's weights (`save_pretrained` format) and its test
-     predictions;
-  4. writes `test_predictions.tsv` (GLUE's `index\\tprediction`) and `eval_results.json` (per-epoch dev accuracy
-     and loss, the best, the seed, every hyper-parameter; mean ± std over seeds).
+`run(FinetuneConfig)` checks every input before anything is compiled or written, then:
+  1. reads the task's splits as distributed (`tasks.py`: any GLUE task, or a TSV with named columns) and maps
+     their labels to ids (the task's label set, --labels, or train's);
+  2. tokenizes each example with the checkpoint's vocab into `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` ids,
+     truncated to `max_length` and cached as .npz (`encode.py`);
+  3. per seed: builds `BertForSequenceClassification` from the checkpoint (a missing classifier head, or one with
+     another label count, is initialised fresh), trains with AdamWeightDecay, linear warmup and linear decay
+     through `smallbert.train.TrainStep` (cross-entropy, or MSE for regression), evaluates every dev split after
+     each epoch with the task's metrics and keeps the best epoch's weights (`save_pretrained` format, the label
+     names in config.json's id2label) and its test predictions;
+  4. writes `<test split>_predictions.tsv` (GLUE's `index\tprediction`, with label names) and
+     `eval_results.json` (per-epoch metrics, the best, the seed, every hyper-parameter; mean ± std over seeds).
 
 Batches are bucketed by length: each batch is padded to the smallest of 16, 32, 64, ... (up to `max_length`) that
-holds its longest sentence, so the typical short SST-2 sentence costs a quarter of a 64-token one. Each bucket is
+holds its longest example, so the typical short SST-2 sentence costs a quarter of a 64-token one. Each bucket is
 one more compiled graph; `pad_to_max_length` turns bucketing off.
 """
 from __future__ import annotations
@@ -32,72 +34,22 @@ from tqdm import tqdm
 
 from ..checkpoint import FINAL_DIR, list_checkpoints
 from ..config import BertConfig
-from ..errors import SmallBertError
+from ..errors import SmallBertError, output_directory
+from ..fileio import atomic_open, write_json
 from ..model import BertForSequenceClassification
 from ..optim import WarmupPolynomialDecay, build_optimizer
 from ..tokenization import FullTokenizer
 from ..train import DynamicLossScale, TrainStep
-from ..weights import CONFIG_NAME, VOCAB_NAME, find_weights_file
-from .encode import SPECIAL_TOKENS, Encoded, batch_rows, bucket_lengths, encode_split, make_batch
-from .metrics import classification_metrics
-from .tasks import NUM_LABELS, Split, read_split
+from ..weights import CONFIG_NAME, VOCAB_NAME, find_weights_file, load_state_dict, read_state_dict
+from .config import FinetuneConfig
+from .encode import SPECIAL_TOKENS, Encoded, batch_rows, bucket_lengths, default_cache_dir, encode_split, make_batch
+from .metrics import higher_is_better, task_metrics
+from .tasks import Split, Task, assign_labels, get_task, label_names_from, read_split
 
 logger = logging.getLogger("smallbert")
 
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"  # Hugging Face's file; we write it too, for `do_lower_case`
 AMP_DTYPES = {"O0": mstype.float32, "O2": mstype.float16}
-
-
-@dataclasses.dataclass
-class FinetuneConfig:
-    """Everything a fine-tuning run depends on; written verbatim into eval_results.json.
-
-    `do_lower_case` None means: as the checkpoint's tokenizer_config.json says, else True (Google's default).
-    `vocab_file` / `bert_config_file` None mean: the checkpoint directory's vocab.txt / config.json.
-    `init_checkpoint` None means from scratch: a seeded random initialisation of `bert_config_file`'s model
-    (both `bert_config_file` and `vocab_file` are then required).
-    `cache_dir` None means `<data_dir>/cache`.
-    """
-
-    data_dir: str
-    init_checkpoint: str | None
-    output_dir: str
-    vocab_file: str | None = None
-    bert_config_file: str | None = None
-    do_lower_case: bool | None = None
-    max_length: int = 64
-    train_batch_size: int = 32
-    eval_batch_size: int = 128
-    lr: float = 2e-5
-    epochs: int = 3
-    warmup_proportion: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    seeds: tuple[int, ...] = (1,)
-    do_train: bool = True
-    do_predict: bool = True
-    amp: str = "O0"
-    pad_to_max_length: bool = False
-    cache_dir: str | None = None
-    device_target: str = "CPU"
-
-    def validate(self) -> None:
-        """Raises SmallBertError naming the flag whose value cannot work."""
-        positive = {"--max_length": self.max_length, "--train_batch_size": self.train_batch_size,
-                    "--eval_batch_size": self.eval_batch_size, "--epochs": self.epochs}
-        for flag, value in positive.items():
-            if value <= 0:
-                raise SmallBertError(f"{flag}: must be a positive integer, got {value}")
-        if self.max_length < 3:
-            raise SmallBertError(f"--max_length: must hold [CLS], a token and [SEP], got {self.max_length}")
-        if not self.lr > 0:
-            raise SmallBertError(f"--lr: must be positive, got {self.lr}")
-        if not 0.0 <= self.warmup_proportion <= 1.0:
-            raise SmallBertError(f"--warmup_proportion: must be in [0, 1], got {self.warmup_proportion}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise SmallBertError(f"--seeds: need one or more distinct integers, got {list(self.seeds)}")
-        if self.amp not in AMP_DTYPES:
-            raise SmallBertError(f"--amp: {self.amp!r} is not one of {', '.join(AMP_DTYPES)}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -194,70 +146,202 @@ def check_vocab(tokenizer: FullTokenizer, vocab_file: str, config: BertConfig, c
                        num_ids, config.vocab_size)
 
 
+
 # ---------------------------------------------------------------------------------------------------------------
-# Model, metrics, evaluation
+# Model and evaluation
 
 
 class ClassifierWithLoss(nn.Cell):
     """The classifier with its loss, as `TrainStep` wants it.
 
-    (input_ids, token_type_ids, attention_mask int32 [B,S], labels int32 [B]) → (mean cross-entropy float32 [],
-    logits float32 [B,2]).
+    (input_ids, token_type_ids, attention_mask int32 [B,S], labels int32 [B] or, for regression, float32 [B]) →
+    (mean cross-entropy, or mean squared error of the single output, float32 []; logits float32 [B,C]).
     """
 
-    def __init__(self, model: BertForSequenceClassification):
+    def __init__(self, model: BertForSequenceClassification, regression: bool = False):
         super().__init__(auto_prefix=False)  # keep the model's Hugging Face parameter names
         self.model = model
+        self.regression = regression
 
     def construct(self, input_ids, token_type_ids, attention_mask, labels):
         logits = self.model(input_ids, token_type_ids, attention_mask)
+        if self.regression:
+            return ((logits[:, 0] - labels) ** 2).mean(), logits
         return ops.cross_entropy(logits, labels), logits
 
 
-def load_classifier(checkpoint: str | None, config: BertConfig, amp: str) -> BertForSequenceClassification:
-    """BertForSequenceClassification with the checkpoint's weights; a head it lacks is initialised fresh.
+def num_outputs(config: BertConfig) -> int:
+    """The classifier's width: one per label in config.id2label (1 for regression), else 2 (SST-2's)."""
+    return len(config.id2label) if config.id2label else 2
 
-    `checkpoint` None: every weight is freshly initialised (from scratch), as `ms.set_seed` fixes it.
+
+def load_classifier(checkpoint: str | None, config: BertConfig, amp: str) -> BertForSequenceClassification:
+    """BertForSequenceClassification with `num_outputs(config)` outputs and the checkpoint's weights.
+
+    A head the checkpoint lacks, or one with another number of labels (a classifier fine-tuned on another task),
+    is initialised fresh, with a log line. `checkpoint` None: every weight is freshly initialised (from scratch),
+    as `ms.set_seed` fixes it.
     """
+    model = BertForSequenceClassification(config, num_labels=num_outputs(config), compute_dtype=AMP_DTYPES[amp])
     if checkpoint is None:
         logger.info("no --init_checkpoint: training from a random initialisation")
-        return BertForSequenceClassification(config, num_labels=NUM_LABELS, compute_dtype=AMP_DTYPES[amp])
-    model = BertForSequenceClassification.from_pretrained(checkpoint, config=config, num_labels=NUM_LABELS,
-                                                          compute_dtype=AMP_DTYPES[amp])
+        return model
+    weights_file = find_weights_file(checkpoint)
+    state = read_state_dict(weights_file)
+    head = state.get("classifier.weight")
+    if head is not None and head.shape[0] != model.num_labels:
+        logger.warning("%s: its classifier head has %d outputs, this task needs %d: initialised fresh", checkpoint,
+                       head.shape[0], model.num_labels)
+        state = {name: value for name, value in state.items() if not name.startswith("classifier.")}
+    model.load_report = load_state_dict(model, state, weights_file)
     if any(name.startswith("classifier.") for name in model.load_report.missing):
         logger.info("%s has no classifier head: initialised fresh", checkpoint)
     return model
 
 
-def predict_logits(forward, encoded: Encoded, batch_size: int, buckets: tuple[int, ...], desc: str) -> np.ndarray:
-    """Runs `forward` (the model in eval mode) over a split; returns float32 logits [N, 2] in row order."""
-    logits = np.empty((len(encoded.lengths), NUM_LABELS), np.float32)
+def predict_logits(forward, encoded: Encoded, batch_size: int, buckets: tuple[int, ...], width: int,
+                   desc: str) -> np.ndarray:
+    """Runs `forward` (the model in eval mode) over a split; returns float32 logits [N, width] in row order."""
+    logits = np.empty((len(encoded.lengths), width), np.float32)
     for rows in tqdm(batch_rows(encoded.lengths, batch_size, buckets), desc=desc, unit="batch", leave=False):
         batch = make_batch(encoded, rows, buckets, batch_size)
         logits[rows] = forward(*(Tensor(x) for x in batch)).asnumpy()[:len(rows)]
     return logits
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclasses.dataclass
+class Data:
+    """A run's task, label set, and encoded splits (train None when not training, tests empty when not
+    predicting). `devs` and `tests` hold (split, its token ids) in the task's order; MNLI has two of each."""
+
+    task: Task
+    label_names: tuple[str, ...] | None  # None for regression
+    train: Split | None
+    train_ids: Encoded | None
+    devs: list[tuple[Split, Encoded]]
+    tests: list[tuple[Split, Encoded]]
+
+    @property
+    def dev(self) -> Split:
+        return self.devs[0][0]
+
+    @property
+    def dev_ids(self) -> Encoded:
+        return self.devs[0][1]
+
+
+def task_of(cfg: FinetuneConfig) -> Task:
+    return get_task(cfg.task_name, cfg.task_type, cfg.text_a_column, cfg.text_b_column, cfg.label_column)
+
+
+def best_metric_key(task: Task, name: str | None) -> str:
+    """The `<dev split>_<metric>` that picks the best epoch: `name` as given, or prefixed by the first dev split."""
+    keys = task.dev_metric_keys()
+    name = name or task.metric_for_best
+    key = name if name in keys else f"{next(iter(task.dev))}_{name}"
+    if key not in keys:
+        raise SmallBertError(f"--metric_for_best: {name!r} is not a metric of {task.name} "
+                             f"({', '.join((*task.metrics, 'loss'))}, or one of {', '.join(keys)})")
+    return key
+
+
+def resolve_labels(cfg: FinetuneConfig, task: Task, train: Split | None, config: BertConfig,
+                   checkpoint: str | None) -> tuple[tuple[str, ...] | None, str]:
+    """The label names in id order and where they came from (for errors); None for a regression task.
+
+    Training: --labels, else the task's own, else train's. Evaluating only: --labels, else the fine-tuned
+    checkpoint's id2label (unless it is transformers' placeholder LABEL_<i>), else the task's own.
+    """
+    if task.is_regression:
+        return None, task.name
+    if cfg.labels:
+        return tuple(cfg.labels), "--labels"
+    if train is None:
+        names = config.label_names
+        if names and names != tuple(f"LABEL_{i}" for i in range(len(names))):
+            return names, f"{checkpoint}'s id2label"
+        if task.labels is None:
+            raise SmallBertError(f"--labels: required with --do_train false, {checkpoint} has no id2label")
+        return task.labels, task.name
+    if task.labels is not None:
+        return task.labels, task.name
+    return label_names_from(train), train.path
+
+
+def load_data(cfg: FinetuneConfig, vocab_file: str, do_lower_case: bool, config: BertConfig,
+              checkpoint: str | None) -> Data:
+    """Reads, checks, labels and encodes the splits the run needs; all user-input errors surface here."""
+    task = task_of(cfg)
+    best_metric_key(task, cfg.metric_for_best)
+    # File by file, each checked whole before the next is read: train's errors come first.
+    train = read_split(task, cfg.data_dir, "train") if cfg.do_train else None
+    names, source = resolve_labels(cfg, task, train, config, checkpoint)
+    if train is not None:
+        assign_labels(task, train, names, source)
+    devs = []
+    for name in task.dev:
+        devs.append(read_split(task, cfg.data_dir, name))
+        assign_labels(task, devs[-1], names, source)
+    tests = [read_split(task, cfg.data_dir, name) for name in task.test] if cfg.do_predict else []
+    if train is not None and len(train) < cfg.train_batch_size:
+        raise SmallBertError(f"--train_batch_size: {cfg.train_batch_size} exceeds the {len(train)} "
+                             f"examples of {train.path}")
+    tokenizer = FullTokenizer(vocab_file, do_lower_case=do_lower_case)
+    check_vocab(tokenizer, vocab_file, config, checkpoint)
+    cache_dir = cfg.cache_dir or default_cache_dir()
+
+    def encode(split: Split) -> Encoded:
+        return encode_split(split, tokenizer, vocab_file, cfg.max_length, cache_dir)
+
+    return Data(task, names, train, encode(train) if train else None, [(s, encode(s)) for s in devs],
+                [(s, encode(s)) for s in tests])
+
+
+def with_labels(config: BertConfig, data: Data) -> BertConfig:
+    """`config` carrying the task's labels (Hugging Face's id2label, problem_type): saved into best/config.json."""
+    if data.task.is_regression:
+        return dataclasses.replace(config, id2label={"0": "LABEL_0"}, problem_type="regression")
+    return dataclasses.replace(config, id2label={str(i): n for i, n in enumerate(data.label_names)},
+                               problem_type="single_label_classification")
+
+
+def evaluate(forward, data: Data, batch_size: int, buckets: tuple[int, ...], width: int) -> dict[str, float]:
+    """{`<dev split>_<metric>`: value} over every dev split of the task, loss included."""
+    results = {}
+    for split, encoded in data.devs:
+        outputs = predict_logits(forward, encoded, batch_size, buckets, width, split.name)
+        for metric, value in task_metrics(data.task.metrics, outputs, split.labels, data.task.is_regression).items():
+            results[f"{split.name}_{metric}"] = value
+    return results
+
+
+def format_metrics(values: dict[str, float]) -> str:
+    return ", ".join(f"{key} {value:.4f}" for key, value in values.items())
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Outputs
 
 
-def write_json(path: str, value) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+def predictions_name(split: str) -> str:
+    """test → test_predictions.tsv; MNLI's test_matched → test_matched_predictions.tsv."""
+    return f"{split}_predictions.tsv"
 
 
-def write_predictions(path: str, index: np.ndarray, logits: np.ndarray) -> None:
-    """GLUE's submission format: a header `index\\tprediction`, then one `<index>\\t<0|1>` per test row."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+def write_predictions(path: str, index: np.ndarray, logits: np.ndarray, label_names: tuple[str, ...] | None) -> None:
+    """GLUE's submission format: a header `index\\tprediction`, then one `<index>\\t<label name>` per test row (the
+    regression output, for a regression task)."""
+    if label_names is None:
+        predictions = [f"{value:.4f}" for value in logits[:, 0].tolist()]
+    else:
+        predictions = [label_names[i] for i in logits.argmax(axis=1).tolist()]
+    with atomic_open(path) as f:
         f.write("index\tprediction\n")
-        f.writelines(f"{i}\t{p}\n" for i, p in zip(index.tolist(), logits.argmax(axis=1).tolist()))
-    os.replace(tmp, path)
+        f.writelines(f"{i}\t{p}\n" for i, p in zip(index.tolist(), predictions))
 
 
 def save_best(model: BertForSequenceClassification, directory: str, vocab_file: str, do_lower_case: bool) -> None:
@@ -273,28 +357,43 @@ def save_best(model: BertForSequenceClassification, directory: str, vocab_file: 
     shutil.rmtree(old, ignore_errors=True)
 
 
+def check_output_dir(cfg: FinetuneConfig, inputs: list[str | None]) -> bool:
+    """Whether `cfg.output_dir` holds an earlier run's files that `--overwrite` will clear.
+
+    Raises SmallBertError when it is not empty and `--overwrite` is not given, or when it holds one of `inputs`
+    (the checkpoint, data, vocab or config of this very run), which clearing it would destroy.
+    """
+    out = cfg.output_dir
+    if not os.path.isdir(out) or not os.listdir(out):
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise SmallBertError(f"--output_dir: {out} is a file")
+        return False
+    if not cfg.overwrite:
+        raise SmallBertError(f"--output_dir: {out} is not empty (found {sorted(os.listdir(out))[0]}); choose a "
+                             f"new directory, or pass --overwrite to replace its contents")
+    root = os.path.realpath(out) + os.sep
+    for path in inputs:
+        if path and (os.path.realpath(path) + os.sep).startswith(root):
+            raise SmallBertError(f"--overwrite: {out} holds {path}, an input of this run; choose another "
+                                 f"--output_dir")
+    return True
+
+
+def hparams_of(cfg: FinetuneConfig) -> dict:
+    """The config as JSON gives it back (tuples as lists), so eval_results.json and the returned dict agree."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The run
 
 
-@dataclasses.dataclass
-class Data:
-    """The encoded splits of a run and their labels/index (train None when not training, test when not predicting)."""
-
-    train: Split | None
-    train_ids: Encoded | None
-    dev: Split
-    dev_ids: Encoded
-    test: Split | None
-    test_ids: Encoded | None
-
-
 def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: BertConfig, data: Data, out_dir: str,
                vocab_file: str, do_lower_case: bool, net_with_loss=None, train_columns=None) -> dict:
-    """Fine-tunes from `checkpoint` (None: from scratch) with `seed`; writes out_dir/best/, test_predictions.tsv.
+    """Fine-tunes from `checkpoint` (None: from scratch) with `seed`; writes out_dir/best/ and the predictions.
 
     The seed fixes the classifier head's initialisation, dropout and the batch order. Returns this seed's results:
-    per-epoch train loss, dev accuracy/loss and seconds, and the best epoch. `net_with_loss(model)` (default
+    per-epoch train loss, dev metrics and seconds, the best epoch and its metrics. `net_with_loss(model)` (default
     ClassifierWithLoss) is the Cell trained; `train_columns(rows)` (default: the rows' labels) the batch columns it
     takes after input_ids, token_type_ids and attention_mask (distillation adds the teacher's logits).
     """
@@ -302,15 +401,17 @@ def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: B
     rng = np.random.default_rng(seed)
     model = load_classifier(checkpoint, config, cfg.amp)
     buckets = bucket_lengths(cfg.max_length, cfg.pad_to_max_length)
-    steps_per_epoch = len(data.train.sentences) // cfg.train_batch_size
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = len(data.train) // cfg.train_batch_size * cfg.epochs
     schedule = WarmupPolynomialDecay(cfg.lr, int(total_steps * cfg.warmup_proportion), total_steps)
     optimizer = build_optimizer("adamw", model.trainable_params(), schedule, weight_decay=cfg.weight_decay)
     loss_scale = DynamicLossScale() if cfg.amp == "O2" else None
-    step = TrainStep((net_with_loss or ClassifierWithLoss)(model), optimizer, max_grad_norm=cfg.max_grad_norm, loss_scale=loss_scale)
+    net = net_with_loss(model) if net_with_loss else ClassifierWithLoss(model, data.task.is_regression)
+    step = TrainStep(net, optimizer, max_grad_norm=cfg.max_grad_norm, loss_scale=loss_scale)
     forward = ms.jit(model.construct)
+    best_key = best_metric_key(data.task, cfg.metric_for_best)
+    better = (lambda a, b: a > b) if higher_is_better(best_key) else (lambda a, b: a < b)
     best_dir = os.path.join(out_dir, "best")
-    epochs, best = [], None
+    epochs, best, test_logits = [], None, {}
     for epoch in range(1, cfg.epochs + 1):
         model.set_train(True)
         start, losses, skipped = time.perf_counter(), [], 0
@@ -325,81 +426,68 @@ def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: B
         bar.close()
         seconds = time.perf_counter() - start
         model.set_train(False)
-        dev = classification_metrics(predict_logits(forward, data.dev_ids, cfg.eval_batch_size, buckets, "dev"),
-                                     data.dev.labels)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_accuracy": dev["accuracy"],
-                  "dev_loss": dev["loss"], "train_seconds": round(seconds, 2), "skipped_steps": skipped}
+        dev = evaluate(forward, data, cfg.eval_batch_size, buckets, model.num_labels)
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), **dev, "train_seconds": round(seconds, 2),
+                  "skipped_steps": skipped}
         epochs.append(record)
-        logger.info("seed %d epoch %d/%d: train loss %.4f, dev accuracy %.4f, dev loss %.4f (%.0f s)", seed, epoch,
-                    cfg.epochs, record["train_loss"], dev["accuracy"], dev["loss"], seconds)
-        if best is None or dev["accuracy"] > best["dev_accuracy"]:
+        logger.info("seed %d epoch %d/%d: train loss %.4f, %s (%.0f s)", seed, epoch, cfg.epochs,
+                    record["train_loss"], format_metrics(dev), seconds)
+        if best is None or better(record[best_key], best[best_key]):
             best = record
             save_best(model, best_dir, vocab_file, do_lower_case)
             # Predict test now, with the weights just saved: reloading them later by `set_data` would not reach
             # the graphs already compiled.
-            if data.test is not None:
-                test_logits = predict_logits(forward, data.test_ids, cfg.eval_batch_size, buckets, "test")
-    result = {"seed": seed, "epochs": epochs, "best_epoch": best["epoch"], "best_dev_accuracy": best["dev_accuracy"],
-              "best_dev_loss": best["dev_loss"], "best_checkpoint": best_dir}
-    if data.test is not None:
-        result["test_predictions"] = os.path.join(out_dir, "test_predictions.tsv")
-        write_predictions(result["test_predictions"], data.test.index, test_logits)
+            test_logits = {split.name: predict_logits(forward, encoded, cfg.eval_batch_size, buckets,
+                                                      model.num_labels, split.name) for split, encoded in data.tests}
+    result = {"seed": seed, "epochs": epochs, "best_epoch": best["epoch"],
+              **{f"best_{key}": best[key] for key in dev}, "best_checkpoint": best_dir, "predictions": {}}
+    for split, _ in data.tests:
+        result["predictions"][split.name] = os.path.join(out_dir, predictions_name(split.name))
+        write_predictions(result["predictions"][split.name], split.index, test_logits[split.name], data.label_names)
     return result
 
 
-def summarize(runs: list[dict]) -> dict:
-    """Mean and sample standard deviation (ddof=1; 0 for one seed) of the seeds' best dev accuracies."""
-    accuracies = np.array([r["best_dev_accuracy"] for r in runs])
-    best = runs[int(np.argmax(accuracies))]
-    return {"best_dev_accuracy_mean": float(accuracies.mean()),
-            "best_dev_accuracy_std": float(accuracies.std(ddof=1)) if len(runs) > 1 else 0.0,
-            "num_seeds": len(runs), "best_seed": best["seed"], "best_checkpoint": best["best_checkpoint"],
-            "seeds": runs}
+def summarize(runs: list[dict], best_key: str) -> dict:
+    """Mean and sample standard deviation (ddof=1; 0 for one seed) of each best-epoch dev metric over the seeds;
+    the best seed by `best_key`."""
+    keys = [k for k, v in runs[0].items() if k.startswith("best_") and isinstance(v, float)]
+    scores = np.array([r[f"best_{best_key}"] for r in runs])
+    best = runs[int(np.argmax(scores) if higher_is_better(best_key) else np.argmin(scores))]
+    summary = {}
+    for key in keys:
+        values = np.array([r[key] for r in runs])
+        summary[f"{key}_mean"] = float(values.mean())
+        summary[f"{key}_std"] = float(values.std(ddof=1)) if len(runs) > 1 else 0.0
+    return {"metric_for_best": best_key, **summary, "num_seeds": len(runs), "best_seed": best["seed"],
+            "best_checkpoint": best["best_checkpoint"], "seeds": runs}
 
 
 def evaluate_only(cfg: FinetuneConfig, checkpoint: str, config: BertConfig, data: Data) -> dict:
-    """`--do_train false`: dev accuracy/loss of a fine-tuned classifier and, with test.tsv, its predictions."""
+    """`--do_train false`: the dev metrics of a fine-tuned classifier and, with test files, its predictions."""
     model = load_classifier(checkpoint, config, cfg.amp)
     if any(name.startswith("classifier.") for name in model.load_report.missing):
-        raise SmallBertError(f"--init_checkpoint: {checkpoint} has no classifier head; --do_train false needs a "
-                             f"fine-tuned classifier (e.g. the best/ directory of a fine-tuning run)")
+        raise SmallBertError(f"--init_checkpoint: {checkpoint} has no classifier head for this task's "
+                             f"{model.num_labels} output(s); --do_train false needs a classifier fine-tuned on it "
+                             f"(e.g. the best/ directory of a fine-tuning run)")
     buckets = bucket_lengths(cfg.max_length, cfg.pad_to_max_length)
     forward = ms.jit(model.construct)
-    dev = classification_metrics(predict_logits(forward, data.dev_ids, cfg.eval_batch_size, buckets, "dev"),
-                                 data.dev.labels)
-    logger.info("%s: dev accuracy %.4f, dev loss %.4f", checkpoint, dev["accuracy"], dev["loss"])
-    result = {"dev_accuracy": dev["accuracy"], "dev_loss": dev["loss"]}
-    if data.test is not None:
-        logits = predict_logits(forward, data.test_ids, cfg.eval_batch_size, buckets, "test")
-        result["test_predictions"] = os.path.join(cfg.output_dir, "test_predictions.tsv")
-        write_predictions(result["test_predictions"], data.test.index, logits)
+    model.set_train(False)
+    result = evaluate(forward, data, cfg.eval_batch_size, buckets, model.num_labels)
+    logger.info("%s: %s", checkpoint, format_metrics(result))
+    result["predictions"] = {}
+    for split, encoded in data.tests:
+        logits = predict_logits(forward, encoded, cfg.eval_batch_size, buckets, model.num_labels, split.name)
+        result["predictions"][split.name] = os.path.join(cfg.output_dir, predictions_name(split.name))
+        write_predictions(result["predictions"][split.name], split.index, logits, data.label_names)
     return result
-
-
-def load_data(cfg: FinetuneConfig, vocab_file: str, do_lower_case: bool, config: BertConfig,
-              checkpoint: str | None) -> Data:
-    """Reads, checks and encodes the splits the run needs; all user-input errors surface here."""
-    train = read_split(cfg.data_dir, "train") if cfg.do_train else None
-    dev = read_split(cfg.data_dir, "dev")
-    test = read_split(cfg.data_dir, "test") if cfg.do_predict else None
-    if train is not None and len(train.sentences) < cfg.train_batch_size:
-        raise SmallBertError(f"--train_batch_size: {cfg.train_batch_size} exceeds the {len(train.sentences)} "
-                             f"examples of {train.path}")
-    tokenizer = FullTokenizer(vocab_file, do_lower_case=do_lower_case)
-    check_vocab(tokenizer, vocab_file, config, checkpoint)
-    cache_dir = cfg.cache_dir or os.path.join(cfg.data_dir, "cache")
-
-    def encode(split: Split | None) -> Encoded | None:
-        return encode_split(split, tokenizer, vocab_file, cfg.max_length, cache_dir) if split else None
-
-    return Data(train, encode(train), dev, encode(dev), test, encode(test))
 
 
 def train_seeds(cfg: FinetuneConfig, checkpoint: str, config: BertConfig, data: Data, vocab_file: str,
                 do_lower_case: bool, header: dict, **train_kwargs) -> dict:
     """`train_seed` for every seed in cfg.seeds; returns `header` + `summarize` of the runs, also written to
     output_dir/eval_results.json. Several seeds write output_dir/seed_<s>/ each (with its own eval_results.json)
-    and copy the best seed's test predictions to output_dir. `train_kwargs` go to `train_seed`."""
+    and copy the best seed's predictions to output_dir. `train_kwargs` go to `train_seed`."""
+    best_key = best_metric_key(data.task, cfg.metric_for_best)
     runs = []
     for seed in cfg.seeds:
         out_dir = cfg.output_dir if len(cfg.seeds) == 1 else os.path.join(cfg.output_dir, f"seed_{seed}")
@@ -407,38 +495,44 @@ def train_seeds(cfg: FinetuneConfig, checkpoint: str, config: BertConfig, data: 
         runs.append(train_seed(seed, cfg, checkpoint, config, data, out_dir, vocab_file, do_lower_case,
                                **train_kwargs))
         if len(cfg.seeds) > 1:
-            write_json(os.path.join(out_dir, "eval_results.json"), {**header, **summarize(runs[-1:])})
-    results = {**header, **summarize(runs)}
+            write_json(os.path.join(out_dir, "eval_results.json"), {**header, **summarize(runs[-1:], best_key)})
+    results = {**header, **summarize(runs, best_key)}
     write_json(os.path.join(cfg.output_dir, "eval_results.json"), results)
-    best_predictions = next(r.get("test_predictions") for r in runs if r["seed"] == results["best_seed"])
-    if len(cfg.seeds) > 1 and best_predictions:
-        target = os.path.join(cfg.output_dir, "test_predictions.tsv")
-        shutil.copyfile(best_predictions, f"{target}.tmp-{os.getpid()}")
-        os.replace(f"{target}.tmp-{os.getpid()}", target)
+    if len(cfg.seeds) > 1:
+        best = next(r for r in runs if r["seed"] == results["best_seed"])
+        for path in best["predictions"].values():
+            target = os.path.join(cfg.output_dir, os.path.basename(path))
+            shutil.copyfile(path, f"{target}.tmp-{os.getpid()}")
+            os.replace(f"{target}.tmp-{os.getpid()}", target)
     return results
 
 
 def run(cfg: FinetuneConfig) -> dict:
     """Fine-tunes (or with do_train False, evaluates) as `cfg` says; returns what eval_results.json holds.
 
-    One seed writes into output_dir; several write output_dir/seed_<s>/ each, plus output_dir/eval_results.json
-    with the mean ± std across seeds and output_dir/test_predictions.tsv from the seed with the best dev accuracy.
+    All inputs are checked before output_dir is touched: a non-empty output_dir is refused unless cfg.overwrite,
+    which clears it. One seed writes into output_dir; several write output_dir/seed_<s>/ each, plus
+    output_dir/eval_results.json with the mean ± std across seeds and the best seed's predictions.
     """
     cfg.validate()
     checkpoint, config, vocab_file, do_lower_case = resolve_inputs(cfg)
+    clear = check_output_dir(cfg, [cfg.init_checkpoint, cfg.data_dir, cfg.vocab_file, cfg.bert_config_file])
     data = load_data(cfg, vocab_file, do_lower_case, config, checkpoint)
-    os.makedirs(cfg.output_dir, exist_ok=True)
+    config = with_labels(config, data)
     ms.set_device(cfg.device_target)
-    hparams = {**dataclasses.asdict(cfg), "seeds": list(cfg.seeds), "checkpoint": checkpoint,
-               "vocab_file": vocab_file, "do_lower_case": do_lower_case, "bert_config": config.to_dict(),
+    if clear:
+        shutil.rmtree(cfg.output_dir)
+    hparams = {**hparams_of(cfg), "checkpoint": checkpoint, "vocab_file": vocab_file,
+               "do_lower_case": do_lower_case, "bert_config": config.to_dict(),
                "buckets": list(bucket_lengths(cfg.max_length, cfg.pad_to_max_length))}
-    if not cfg.do_train:
-        results = {"hparams": hparams, **evaluate_only(cfg, checkpoint, config, data)}
-        write_json(os.path.join(cfg.output_dir, "eval_results.json"), results)
-        return results
-    hparams.update(num_train_examples=len(data.train.sentences),
-                   steps_per_epoch=len(data.train.sentences) // cfg.train_batch_size)
-    results = train_seeds(cfg, checkpoint, config, data, vocab_file, do_lower_case, {"hparams": hparams})
-    logger.info("best dev accuracy over %d seed(s): %.4f ± %.4f (best seed %d)", results["num_seeds"],
-                results["best_dev_accuracy_mean"], results["best_dev_accuracy_std"], results["best_seed"])
+    with output_directory(cfg.output_dir):
+        if not cfg.do_train:
+            results = {"hparams": hparams, **evaluate_only(cfg, checkpoint, config, data)}
+            write_json(os.path.join(cfg.output_dir, "eval_results.json"), results)
+            return results
+        hparams.update(num_train_examples=len(data.train), steps_per_epoch=len(data.train) // cfg.train_batch_size)
+        results = train_seeds(cfg, checkpoint, config, data, vocab_file, do_lower_case, {"hparams": hparams})
+    key = results["metric_for_best"]
+    logger.info("best %s over %d seed(s): %.4f ± %.4f (best seed %d)", key, results["num_seeds"],
+                results[f"best_{key}_mean"], results[f"best_{key}_std"], results["best_seed"])
     return results

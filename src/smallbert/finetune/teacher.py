@@ -53,9 +53,10 @@ class Teacher:
         return self.model.num_labels
 
 
-def load_teacher(path: str, num_labels: int) -> Teacher:
+def load_teacher(path: str, num_labels: int, label_names: tuple[str, ...] | None = None) -> Teacher:
     """Loads the classifier in directory `path`; raises SmallBertError naming --teacher when it cannot teach a task
-    of `num_labels` labels (no classifier head, another label count, no vocab)."""
+    of `num_labels` outputs (no classifier head, another label count, other label names than `label_names` in its
+    id2label, no vocab)."""
     if not os.path.isfile(os.path.join(path, CONFIG_NAME)):
         raise SmallBertError(f"--teacher: {path} is not a model directory (no {CONFIG_NAME})")
     config = BertConfig.from_json_file(path)
@@ -76,7 +77,11 @@ def load_teacher(path: str, num_labels: int) -> Teacher:
         raise SmallBertError(f"--teacher: {path}/{CONFIG_NAME} declares {declared} labels but its classifier head "
                              f"has {teacher_labels}")
     if teacher_labels != num_labels:
-        raise SmallBertError(f"--teacher: {path} has {teacher_labels} labels but the task has {num_labels}")
+        raise SmallBertError(f"--teacher: {path} has {teacher_labels} output(s) but the task needs {num_labels}")
+    names = config.label_names
+    if label_names and names and names != label_names and names != tuple(f"LABEL_{i}" for i in range(len(names))):
+        raise SmallBertError(f"--teacher: {path}'s labels ({', '.join(names)}) are not the task's "
+                             f"({', '.join(label_names)}) in the same order")
     model = BertForSequenceClassification(config, num_labels=teacher_labels)
     report = load_state_dict(model, state, weights_file)
     if report.missing:
@@ -121,8 +126,10 @@ def read_cache(path: str) -> tuple[dict, np.ndarray]:
 
 
 def teacher_logits(teacher: Teacher, sentences: list[str], sentences_digest: str, max_length: int,
-                   batch_size: int, cache_path: str, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
-    """The teacher's logits float32 [N, num_labels] for `sentences`, from `cache_path` when it matches.
+                   batch_size: int, cache_path: str, chunk_rows: int = CHUNK_ROWS,
+                   text_b: list[str] | None = None) -> np.ndarray:
+    """The teacher's logits float32 [N, num_labels] for `sentences` (paired with `text_b` for a pair task), from
+    `cache_path` when it matches (`sentences_digest` must identify both sides).
 
     A cache at `cache_path` written for other inputs raises SmallBertError (no silent overwrite); so does a partial
     one. Otherwise computes in eval mode, in chunks of `chunk_rows` (resuming from `<cache_path>.partial/`), with a
@@ -156,7 +163,9 @@ def teacher_logits(teacher: Teacher, sentences: list[str], sentences_digest: str
         for start, chunk_file in zip(starts, chunk_files):
             if os.path.isfile(chunk_file):
                 continue
-            encoded = encode_sentences(sentences[start:start + chunk_rows], teacher.tokenizer, max_length)
+            encoded = encode_sentences(sentences[start:start + chunk_rows],
+                                       text_b[start:start + chunk_rows] if text_b is not None else None,
+                                       teacher.tokenizer, max_length)
             logits = np.empty((len(encoded.lengths), teacher.num_labels), np.float32)
             for rows in batch_rows(encoded.lengths, batch_size, buckets):
                 batch = make_batch(encoded, rows, buckets, batch_size)
