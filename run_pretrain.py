@@ -15,15 +15,7 @@ import sys
 from smallbert.config import AMP_LEVELS, DEVICES, OPTIMIZERS, PRECISIONS, PretrainConfig
 from smallbert.data.records import VERIFY_MODES
 from smallbert.errors import SmallBertError, cli_main
-from smallbert.flags import HelpFormatter, path, set_defaults_from
-
-
-def parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+from smallbert.flags import HelpFormatter, boolean, path, set_defaults_from
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--amp_dtype", choices=PRECISIONS,
                        help="low-precision type for --amp O1/O2; bfloat16 needs GPU or Ascend")
     speed.add_argument("--init_loss_scale", type=float, help="initial dynamic loss scale for float16")
-    speed.add_argument("--jit", nargs="?", const=True, type=parse_bool, help="compile the whole train step as a graph")
+    speed.add_argument("--jit", nargs="?", const=True, type=boolean, help="compile the whole train step as a graph")
     speed.add_argument("--no-jit", dest="jit", action="store_false",
                        help="run the step op by op in PyNative mode, for debugging")
 
@@ -103,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     saving.add_argument("--init_checkpoint", type=path,
                         help="start from these weights (our checkpoint or a Hugging Face directory); missing "
                              "pretraining heads are initialised fresh and reported. Ignored when resuming")
-    saving.add_argument("--do_load_ckpt", type=parse_bool, default=False, help=argparse.SUPPRESS)
+    saving.add_argument("--do_load_ckpt", type=boolean, default=False, help=argparse.SUPPRESS)
     saving.add_argument("--model_path", type=path, help=argparse.SUPPRESS)
     saving.add_argument("--log_steps", type=int, help="print and append to metrics.jsonl every N steps")
     saving.add_argument("--eval_steps", type=int, help="evaluate on --eval_data_dir every N steps; 0: only at the "

@@ -25,11 +25,12 @@ import sys
 
 from smallbert.errors import cli_main
 from smallbert.finetune.config import FinetuneConfig
-from smallbert.finetune.flags import add_common_flags, boolean, config_from_args
+from smallbert.finetune.flags import add_common_flags, config_from_args
+from smallbert.flags import HelpFormatter, boolean
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_common_flags(parser, FinetuneConfig(data_dir="", init_checkpoint=None, output_dir="outputs"))
     parser.add_argument("--do_train", type=boolean, default=True, metavar="{true,false}",
                         help="false: only evaluate dev and predict test with a fine-tuned classifier (default: true)")

@@ -22,11 +22,12 @@ import sys
 from smallbert.errors import cli_main
 from smallbert.finetune.config import DistillConfig
 from smallbert.finetune.flags import add_common_flags, config_from_args
+from smallbert.flags import HelpFormatter
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = DistillConfig(data_dir="", init_checkpoint=None, output_dir="outputs")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_common_flags(parser, defaults)
     distill = parser.add_argument_group("distillation")
     add = distill.add_argument

@@ -61,6 +61,8 @@ ENTRIES = {
     "tools/export.py": ["--seq_length", "--batch_size", "--format"],
     "tools/plot_metrics.py": [],
     "tools/quickstart.py": ["--train_steps", "--epochs"],
+    "finetuningSST2/run_classify.py": ["--task_name", "--max_length", "--lr", "--epochs"],
+    "finetuningSST2/run_distill.py": ["--temperature", "--alpha", "--max_length"],
 }
 # Prints --help's text, then exits 1 if MindSpore was imported on the way.
 HELP_PROBE = '''

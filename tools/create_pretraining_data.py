@@ -19,22 +19,12 @@ import time
 from smallbert.data.instances import InstanceConfig
 from smallbert.data.pipeline import PipelineConfig, create_pretraining_data
 from smallbert.errors import cli_main
-from smallbert.flags import HelpFormatter, path, set_defaults_from
-
-
-def _bool(value: str) -> bool:
-    """Abseil-style booleans: --flag, --flag=true/false (and 1/0, yes/no)."""
-    lowered = value.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+from smallbert.flags import HelpFormatter, boolean, path, set_defaults_from
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    flag = dict(nargs="?", const=True, type=_bool, metavar="BOOL")
+    flag = dict(nargs="?", const=True, type=boolean, metavar="BOOL")
     io = parser.add_argument_group("input and output")
     io.add_argument("--input_file", required=True, action="append",
                     help="dump (.xml, .xml.bz2) or text files; comma-separated, globs, repeatable")

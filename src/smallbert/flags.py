@@ -40,3 +40,12 @@ def path(text: str) -> str:
     """An argparse `type` for file and directory flags: the absolute path, so messages and logs name the real
     file (`data: ...` alone reads like a label, and a tool run from another directory would mislead)."""
     return os.path.abspath(os.path.expanduser(text))
+
+
+def boolean(text: str) -> bool:
+    """An argparse `type` for true/false flags: true/false, 1/0, yes/no, on/off (any case)."""
+    value = {"true": True, "1": True, "yes": True, "on": True,
+             "false": False, "0": False, "no": False, "off": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value

@@ -197,7 +197,7 @@ def run_distill(cfg: DistillConfig) -> dict:
                    task_metrics(data.task.metrics, logits_for(split, None), split.labels,
                                 data.task.is_regression).items()}
     logger.info("teacher %s: %s", cfg.teacher, format_metrics(teacher_dev))
-    del teacher  # its weights are not needed while the student trains
+    teacher = None  # its weights are not needed while the student trains
 
     data = dataclasses.replace(data, train=transfer, train_ids=transfer_ids)
     if clear:

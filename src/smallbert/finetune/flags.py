@@ -7,18 +7,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from ..config import DEVICES
 from ..errors import SmallBertError
+from ..flags import boolean
 from .config import AMP_LEVELS, FinetuneConfig
 from .tasks import TASK_NAMES, TASK_TYPES
-
-DEVICES = ("CPU", "GPU", "Ascend")
-
-
-def boolean(text: str) -> bool:
-    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return value
 
 
 def seed_list(text: str) -> tuple[int, ...]:
