@@ -29,6 +29,7 @@ import re
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -160,11 +161,13 @@ def reference_losses(model: transformers.BertForPreTraining, batch: dict[str, to
     return mlm_loss, nsp_loss
 
 
-def clip_by_global_norm(params: list[torch.Tensor], max_norm: float) -> None:
-    """Scales every gradient by max_norm / max(global norm, max_norm), in place (tf.clip_by_global_norm)."""
+def clip_by_global_norm(params: list[torch.Tensor], max_norm: float) -> float:
+    """Scales every gradient by max_norm / max(global norm, max_norm), in place (tf.clip_by_global_norm);
+    returns the global norm before clipping."""
     norm = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params)))
     for p in params:
         p.grad.mul_(max_norm / max(norm, max_norm))
+    return norm
 
 
 def load_reference(hf_dir: str) -> transformers.BertForPreTraining:
@@ -176,26 +179,34 @@ def load_reference(hf_dir: str) -> transformers.BertForPreTraining:
     return model.train()
 
 
+class Trained(NamedTuple):
+    """A finished run: losses [steps, 2] = (mlm, nsp) before each update, {name: final weight}, and (reference
+    only) the global gradient norm of each step before clipping."""
+
+    losses: np.ndarray
+    weights: dict[str, np.ndarray]
+    grad_norms: np.ndarray | None = None
+
+
 def train_reference(hf_dir: str, batches: list[dict[str, np.ndarray]], run: Run,
-                    optimizer_class: type | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Trains transformers' model on `batches` in order; returns (losses [steps, 2] = (mlm, nsp) before each
-    update, {name: final weight}). `optimizer_class(named_parameters, weight_decay)`, an optimizer whose
-    `step(lr)` applies one update, replaces the run's reference optimizer."""
+                    optimizer_class: type | None = None) -> Trained:
+    """Trains transformers' model on `batches` in order. `optimizer_class(named_parameters, weight_decay)`, an
+    optimizer whose `step(lr)` applies one update, replaces the run's reference optimizer."""
     torch.manual_seed(run.seed)
     model = load_reference(hf_dir)
     named = list(model.named_parameters())
     params = [p for _, p in named]
     optimizer = (optimizer_class or REFERENCE_OPTIMIZERS[run.optimizer])(named, run.weight_decay)
-    losses = []
+    losses, norms = [], []
     for step, batch in enumerate(batches):
         tensors = {k: torch.from_numpy(v.astype(np.int64) if v.dtype.kind == "i" else v) for k, v in batch.items()}
         mlm_loss, nsp_loss = reference_losses(model, tensors)
         optimizer.zero_grad(set_to_none=False)
         (mlm_loss + nsp_loss).backward()
-        clip_by_global_norm(params, run.max_grad_norm)
+        norms.append(clip_by_global_norm(params, run.max_grad_norm))
         optimizer.step(google_learning_rate(step, run))
         losses.append((mlm_loss.item(), nsp_loss.item()))
-    return np.array(losses), {n: p.detach().numpy().copy() for n, p in named}
+    return Trained(np.array(losses), {n: p.detach().numpy().copy() for n, p in named}, np.array(norms))
 
 
 # --- ours, and the shared inputs -------------------------------------------------------------------------------
@@ -236,9 +247,8 @@ def loop_batches(data_dir: str, run: Run, vocab_size: int) -> list[dict[str, np.
     return batches
 
 
-def train_ours(data_dir: str, ours_dir: str, output_dir: str, run: Run) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """`smallbert.train.pretrain` from `ours_dir` for run.steps steps, logging every step; returns
-    (losses [steps, 2] = (mlm, nsp), {name: final weight})."""
+def train_ours(data_dir: str, ours_dir: str, output_dir: str, run: Run) -> Trained:
+    """`smallbert.train.pretrain` from `ours_dir` for run.steps steps, logging every step."""
     cfg = PretrainConfig(data_dir=data_dir, bert_config_file=os.path.join(ours_dir, "config.json"),
                          output_dir=output_dir, optimizer=run.optimizer, lr=run.lr, end_lr=run.end_lr,
                          warmup_steps=run.warmup_steps, train_steps=run.steps, train_batch_size=run.batch_size,
@@ -249,14 +259,14 @@ def train_ours(data_dir: str, ours_dir: str, output_dir: str, run: Run) -> tuple
         rows = [json.loads(line) for line in f]
     losses = np.array([(r["mlm_loss"], r["nsp_loss"]) for r in rows if "mlm_loss" in r])
     final = ms.load_checkpoint(os.path.join(output_dir, "final", "model.ckpt"))
-    return losses, {name: p.asnumpy() for name, p in final.items()}
+    return Trained(losses, {name: p.asnumpy() for name, p in final.items()})
 
 
-def compare(ours: tuple[np.ndarray, dict], reference: tuple[np.ndarray, dict]) -> dict[str, float]:
+def compare(ours: Trained, reference: Trained) -> dict[str, float]:
     """Largest relative MLM and NSP loss differences over the steps, and largest absolute final weight
     difference over every one of our weights (all must exist in the reference)."""
-    (our_losses, our_weights), (ref_losses, ref_weights) = ours, reference
-    relative = np.abs(our_losses - ref_losses) / np.abs(ref_losses)
+    relative = np.abs(ours.losses - reference.losses) / np.abs(reference.losses)
+    our_weights, ref_weights = ours.weights, reference.weights
     missing = sorted(set(our_weights) - set(ref_weights))
     if missing:
         raise KeyError(f"reference has no {missing[0]} ({len(missing)} missing)")
@@ -287,8 +297,8 @@ def main(argv: list[str] | None = None) -> None:
           f"linear decay to 0, clip 1.0, weight decay 0.01, dropout off, float32; torch {torch.__version__}, "
           f"transformers {transformers.__version__}, MindSpore {ms.__version__}", flush=True)
     print("| optimizer | lr | max rel. MLM loss diff | max rel. NSP loss diff | max final weight diff "
-          "| max weight change | s (ours / reference) |")
-    print("|---|---|---|---|---|---|---|", flush=True)  # before the data pipeline forks
+          "| max weight change | steps clipped | s (ours / reference) |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)  # before the data pipeline forks
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = sample_shards(os.path.join(tmp, "data"))
         ours_dir, hf_dir = initial_weights(config, tmp, args.seed)
@@ -301,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
             done = time.perf_counter()
             diff = compare(ours, reference)
             print(f"| {name} | {lr:g} | {diff['mlm_rel']:.2e} | {diff['nsp_rel']:.2e} | {diff['weight']:.2e} "
-                  f"| {weight_change(ours_dir, ours[1]):.3f} | {middle - started:.0f} / {done - middle:.0f} |",
+                  f"| {weight_change(ours_dir, ours.weights):.3f} | {int((reference.grad_norms > 1.0).sum())} "
+                  f"| {middle - started:.0f} / {done - middle:.0f} |",
                   flush=True)
 
 
