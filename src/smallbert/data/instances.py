@@ -238,17 +238,23 @@ def create_instances_from_document(all_documents: list[Document], document_index
             tokens_a, tokens_b = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
 
             tokens = [ids.cls, *tokens_a, ids.sep, *tokens_b, ids.sep]
-            positions: list[int] = []
-            labels: list[int] = []
-            if not config.dynamic_masking:
-                tokens, positions, labels = create_masked_lm_predictions(
-                    tokens, config.masked_lm_prob, config.max_predictions_per_seq, ids,
-                    config.do_whole_word_mask, rng)
-            instances.append(TrainingInstance(tokens, len(tokens_a) + 2, positions, labels, is_random_next))
+            instances.append(masked_instance(tokens, len(tokens_a) + 2, is_random_next, config, ids, rng))
             current_chunk = []
             current_length = 0
         i += 1
     return instances
+
+
+def masked_instance(tokens: list[int], segment_a_length: int, is_random_next: bool, config: InstanceConfig,
+                    ids: TokenIds, rng: random.Random) -> TrainingInstance:
+    """The instance of `tokens` (`[CLS] a [SEP] [b [SEP]]` ids), masked now with Google's procedure (drawing from
+    `rng`) unless `config.dynamic_masking` leaves masking to the reader."""
+    positions: list[int] = []
+    labels: list[int] = []
+    if not config.dynamic_masking:
+        tokens, positions, labels = create_masked_lm_predictions(
+            tokens, config.masked_lm_prob, config.max_predictions_per_seq, ids, config.do_whole_word_mask, rng)
+    return TrainingInstance(tokens, segment_a_length, positions, labels, is_random_next)
 
 
 def pack_segments(documents: list[Document], max_num_tokens: int, sep: int) -> list[list[int]]:
@@ -280,13 +286,7 @@ def create_packed_instances(documents: list[Document], config: InstanceConfig, i
         rng.shuffle(documents)
         for segment in pack_segments(documents, config.max_seq_length - 2, ids.sep):
             tokens = [ids.cls, *segment, ids.sep]
-            positions: list[int] = []
-            labels: list[int] = []
-            if not config.dynamic_masking:
-                tokens, positions, labels = create_masked_lm_predictions(
-                    tokens, config.masked_lm_prob, config.max_predictions_per_seq, ids,
-                    config.do_whole_word_mask, rng)
-            instances.append(TrainingInstance(tokens, len(tokens), positions, labels, False))
+            instances.append(masked_instance(tokens, len(tokens), False, config, ids, rng))
     rng.shuffle(instances)
     return instances
 
