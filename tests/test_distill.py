@@ -222,6 +222,29 @@ def test_bad_inputs_fail_before_any_output(toy, teacher_dir, tmp_path):
     fails(r"--logits_cache: .*logits.npz was written for another teacher \(.*other_teacher\)", logits_cache=cache)
 
 
+def test_fewer_labels_than_a_batch_train_on_the_transfer_set(toy, teacher_dir, tmp_path, monkeypatch):
+    """16 labelled rows and a batch of 32: the 320-row transfer set fills the batches, so the run is accepted; a
+    batch larger than the transfer set is refused in one line."""
+    from smallbert.finetune import distill
+
+    class Accepted(Exception):
+        """Raised where training would start: everything before it was checked."""
+
+    def fake_train_seeds(cfg, checkpoint, config, data, *args, **kwargs):
+        raise Accepted(len(data.train))
+
+    monkeypatch.setattr(distill, "train_seeds", fake_train_seeds)
+    kwargs = {"teacher": teacher_dir, "transfer_files": (toy["transfer"],), **student(toy, train_batch_size=32)}
+    with pytest.raises(Accepted) as accepted:
+        run_distill(DistillConfig(output_dir=str(tmp_path / "accepted"), **kwargs))
+    assert accepted.value.args == (FEW + toy["num_unlabelled"],)
+    kwargs["train_batch_size"] = 400
+    with pytest.raises(SmallBertError, match=rf"--train_batch_size: 400 exceeds the {FEW + toy['num_unlabelled']} "
+                                             r"examples of the transfer set"):
+        run_distill(DistillConfig(output_dir=str(tmp_path / "refused"), **kwargs))
+    assert not os.path.exists(tmp_path / "refused")
+
+
 def test_a_pair_task_takes_no_sentence_transfer_file(toy):
     pairs = Split(name="train", path="train.tsv", text_a=["a"], text_b=["b"], raw_labels=["0"], lines=[2],
                   index=None, digest="x", labels=np.zeros(1, np.int32))

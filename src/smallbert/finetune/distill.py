@@ -174,9 +174,12 @@ def run_distill(cfg: DistillConfig) -> dict:
     check_student_vocab(cfg, vocab_file, do_lower_case, config.vocab_size)
     clear = check_output_dir(cfg, [cfg.init_checkpoint, cfg.data_dir, cfg.vocab_file, cfg.bert_config_file,
                                    cfg.teacher, cfg.logits_cache, *cfg.transfer_files])
-    data = load_data(cfg, vocab_file, do_lower_case, config, checkpoint)
+    data = load_data(cfg, vocab_file, do_lower_case, config, checkpoint, train_batches=False)
     config = with_labels(config, data)
     transfer = transfer_split(data.train, cfg.transfer_files)
+    if len(transfer) < cfg.train_batch_size:  # the labelled rows alone may be fewer: the unlabelled text fills up
+        raise SmallBertError(f"--train_batch_size: {cfg.train_batch_size} exceeds the {len(transfer)} examples "
+                             f"of the transfer set ({transfer.path})")
     tokenizer = FullTokenizer(vocab_file, do_lower_case=do_lower_case)
     cache_dir = cfg.cache_dir or default_cache_dir()
     transfer_ids = encode_split(transfer, tokenizer, vocab_file, cfg.max_length, cache_dir)

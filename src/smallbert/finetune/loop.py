@@ -273,8 +273,10 @@ def resolve_labels(cfg: FinetuneConfig, task: Task, train: Split | None, config:
 
 
 def load_data(cfg: FinetuneConfig, vocab_file: str, do_lower_case: bool, config: BertConfig,
-              checkpoint: str | None) -> Data:
-    """Reads, checks, labels and encodes the splits the run needs; all user-input errors surface here."""
+              checkpoint: str | None, train_batches: bool = True) -> Data:
+    """Reads, checks, labels and encodes the splits the run needs; all user-input errors surface here.
+
+    `train_batches` False: train.tsv need not fill one batch (distillation batches its larger transfer set)."""
     task = task_of(cfg)
     best_metric_key(task, cfg.metric_for_best)
     # File by file, each checked whole before the next is read: train's errors come first.
@@ -287,7 +289,7 @@ def load_data(cfg: FinetuneConfig, vocab_file: str, do_lower_case: bool, config:
         devs.append(read_split(task, cfg.data_dir, name))
         assign_labels(task, devs[-1], names, source)
     tests = [read_split(task, cfg.data_dir, name) for name in task.test] if cfg.do_predict else []
-    if train is not None and len(train) < cfg.train_batch_size:
+    if train_batches and train is not None and len(train) < cfg.train_batch_size:
         raise SmallBertError(f"--train_batch_size: {cfg.train_batch_size} exceeds the {len(train)} "
                              f"examples of {train.path}")
     tokenizer = FullTokenizer(vocab_file, do_lower_case=do_lower_case)
