@@ -171,8 +171,12 @@ def clip_by_global_norm(params: list[torch.Tensor], max_norm: float) -> float:
 
 
 def load_reference(hf_dir: str) -> transformers.BertForPreTraining:
-    """transformers' BertForPreTraining from `hf_dir`, eager attention, train mode (the config has dropout 0)."""
+    """transformers' BertForPreTraining from `hf_dir`, eager attention, train mode (the config has dropout 0),
+    with Google's embedding gradient."""
     model = transformers.BertForPreTraining.from_pretrained(hf_dir, attn_implementation="eager")
+    # transformers' word embeddings drop the input-lookup gradient of [PAD] (padding_idx); Google's BERT and ours
+    # do not, and [PAD] does occur in real positions: masking's random replacement draws it from the vocabulary.
+    model.bert.embeddings.word_embeddings.padding_idx = None
     # The MLM decoder must be the word embeddings and cls.predictions.bias, as in ours, or the runs part at step 1.
     assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
     assert model.cls.predictions.decoder.bias is model.cls.predictions.bias
