@@ -4,6 +4,10 @@ CPU runs every path that chooses: which device id, whether the NPU saturates, wh
 GPU or an NPU can show is listed in docs/pretraining.md ("Devices and precisions").
 """
 import dataclasses
+import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +20,7 @@ from smallbert.errors import SmallBertError
 from smallbert.train import DynamicLossScale, TrainStep, global_norm
 
 MSRUN = {"MS_ROLE": "MS_WORKER", "DEVICE_ID": "3", "RANK_ID": "3"}
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 RANK_TABLE = {"RANK_TABLE_FILE": "hccl_8p.json", "DEVICE_ID": "5", "RANK_ID": "5", "RANK_SIZE": "8"}
 
 
@@ -100,11 +105,29 @@ def test_global_norm_is_float32_for_float16_gradients():
     assert float(norm.asnumpy()) == pytest.approx(300.0 * np.sqrt(73), rel=1e-6)
 
 
-def test_bfloat16_probe_fails_early_and_clearly_where_kernels_lack_it(tiny_config):
-    """CPU really has no bfloat16 MatMul: the probe is the one a GPU without bf16 kernels would fail."""
-    with pytest.raises(SmallBertError, match=r"--amp_dtype bfloat16: GPU cannot run BERT in bfloat16 .*"
-                                             r"Unsupported data type.*use --amp_dtype float16"):
-        device.check_bfloat16(tiny_config, "GPU")
+BFLOAT16_PROBE = """
+import mindspore as ms
+from smallbert import BertConfig, device
+from smallbert.errors import SmallBertError
+ms.set_device("CPU")
+config = BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64, max_position_embeddings=64)
+try:
+    device.check_bfloat16(config, "GPU")
+except SmallBertError as err:
+    print(err)
+"""
+
+
+def test_bfloat16_probe_fails_early_and_clearly_where_kernels_lack_it(tmp_path):
+    """CPU really has no bfloat16 MatMul: the probe is the one a GPU without bf16 kernels would fail. In its own
+    process: a failed kernel selection leaves MindSpore's graph manager unable to compile later graphs in the same
+    process (harmless in a run, which stops there; here it would break the tests that follow)."""
+    done = subprocess.run([sys.executable, "-c", BFLOAT16_PROBE], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": SRC})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.fullmatch(r"--amp_dtype bfloat16: GPU cannot run BERT in bfloat16 .*Unsupported data type.*"
+                        r"use --amp_dtype float16, or --amp O0\n", done.stdout, re.S), done.stdout
 
 
 def test_bfloat16_probe_passes_where_kernels_exist(tiny_config):

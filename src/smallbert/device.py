@@ -93,7 +93,8 @@ def check_bfloat16(config: BertConfig, device_target: str, run: Callable[[BertCo
 
     GPU bfloat16 needs kernels MindSpore builds only for some ops and CUDA architectures (cuBLAS bf16 GEMM needs
     compute capability 8.0+), and Atlas training-series NPUs have no bfloat16 at all; MindSpore raises on the
-    first kernel it cannot select ("Unsupported data type", as on CPU). `run` replaces the probe (tests).
+    first kernel it cannot select ("Unsupported data type", as on CPU). After such a failure MindSpore cannot
+    compile further graphs in this process, which is fine: the run stops here. `run` replaces the probe (tests).
     """
     try:
         (run or _forward_backward)(config)
