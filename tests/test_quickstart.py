@@ -120,7 +120,7 @@ def test_every_test_dependency_is_installed_and_imports():
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("SMALLBERT_FRESH_VENV") != "1",
-                    reason="~11 min and 5.5 GB of downloads: set SMALLBERT_FRESH_VENV=1 to run")
+                    reason="~30 min and 5.5 GB of downloads: set SMALLBERT_FRESH_VENV=1 to run")
 def test_readme_commands_in_a_fresh_venv(tmp_path):
     """The README's two commands, as written, in order, in a new virtual environment and a copy of the checkout."""
     checkout = tmp_path / "smallbert"
