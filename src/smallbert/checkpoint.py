@@ -86,19 +86,27 @@ def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def verify_checkpoint(path: str) -> dict[str, Any]:
-    """Returns the trainer state of the checkpoint directory `path`; SmallBertError if it is missing or corrupt."""
+def read_trainer_state(path: str) -> dict[str, Any]:
+    """The trainer state of the checkpoint directory `path`, unverified (see `verify_checkpoint`); SmallBertError
+    if it is missing or unreadable."""
     state_file = os.path.join(path, TRAINER_STATE_NAME)
     if not os.path.isdir(path):
         raise SmallBertError(f"{path}: no such checkpoint directory")
     try:
         with open(state_file, encoding="utf-8") as f:
             state = json.load(f)
-        files = state["files"]
+        state["files"]  # every trainer state lists its files
     except FileNotFoundError:
         raise SmallBertError(f"{path}: incomplete checkpoint ({TRAINER_STATE_NAME} missing)") from None
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise SmallBertError(f"{state_file}: unreadable trainer state ({err})") from None
+    return state
+
+
+def verify_checkpoint(path: str) -> dict[str, Any]:
+    """Returns the trainer state of the checkpoint directory `path`; SmallBertError if it is missing or corrupt."""
+    state = read_trainer_state(path)
+    files = state["files"]
     for name in (CKPT_NAME, STATE_NAME):
         if name not in files:
             raise SmallBertError(f"{path}: trainer state lists no {name}")
