@@ -365,6 +365,12 @@ class BertForPreTraining(BertPreTrainedModel):
         nsp_logits = self.cls.seq_relationship(pooled_output).astype(mstype.float32)
         return self.masked_lm_logits(sequence_output, masked_lm_positions), nsp_logits
 
+    def masked_lm_only(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor,
+                       masked_lm_positions: Tensor) -> Tensor:
+        """The MLM logits float32 [B,P,V] alone, without running the pooler and NSP head (`--mlm_only`)."""
+        sequence_output = self.bert.encode(input_ids, token_type_ids, attention_mask)
+        return self.masked_lm_logits(sequence_output, masked_lm_positions)
+
     def masked_lm_logits(self, sequence_output: Tensor, masked_lm_positions: Tensor) -> Tensor:
         """The MLM head alone: sequence_output float32 [B,S,H], masked_lm_positions int32 [B,P] → logits [B,P,V]."""
         masked = gather_positions(sequence_output, masked_lm_positions)

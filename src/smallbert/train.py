@@ -34,7 +34,7 @@ from mindspore.communication import get_group_size, get_rank, init
 
 from . import cpu_kernels, device
 from .checkpoint import (CHECKPOINTS_DIR, FINAL_DIR, TRAINER_STATE_NAME, find_resume_checkpoint, list_checkpoints,
-                         restore_checkpoint, resume_changes, save_checkpoint, verify_checkpoint)
+                         read_trainer_state, restore_checkpoint, resume_changes, save_checkpoint, verify_checkpoint)
 from .config import AMP_LEVELS, DEVICES, PRECISIONS, BertConfig, PretrainConfig
 from .data.records import (check_vocab, checked_batches, list_shards, pretraining_dataset, read_metadata,
                            shard_rows, validate_for_model, verify_shards, verify_tfrecords)
@@ -132,7 +132,7 @@ class TrainStep(nn.Cell):
         step(*batch) takes arrays or Tensors with a leading batch axis of size accumulation_steps × B and performs
             ONE optimizer update: the batch is split into `accumulation_steps` micro-batches of B rows (by
             `net_with_loss.split_batch(batch, k)` when the net defines it, e.g. to add a normaliser shared by all
-            micro-batches); their gradients are summed and divided by `accumulation_steps`, so the update equals one
+            micro-batches and ranks; a single process without accumulation needs no split); their gradients are summed and divided by `accumulation_steps`, so the update equals one
             step on the whole batch, at a micro-batch's memory. Under data parallel the gradients are then averaged
             across ranks. They are unscaled by the loss scale, checked for inf/nan through their global norm (the
             stock loss-scale cell's check does not run on CPU), clipped to global norm `max_grad_norm` (<= 0: no
@@ -235,7 +235,9 @@ class TrainStep(nn.Cell):
         k = self.accumulation_steps
         split = getattr(self.net_with_loss, "split_batch", None)
         if k == 1:
-            outputs, overflow, scale = self._fused_step(*(split(batch, 1)[0] if split else batch))
+            if split is not None and self.grad_reducer is not None:  # the loss's denominator spans the ranks
+                batch = split(batch, 1)[0]
+            outputs, overflow, scale = self._fused_step(*batch)
             micro_outputs = [outputs]
         else:
             split = split or split_batch
@@ -319,8 +321,7 @@ class BertPreTrainingWithLoss(nn.Cell):
     def construct(self, input_ids, input_mask, segment_ids, masked_lm_positions, masked_lm_ids, masked_lm_weights,
                   next_sentence_labels, mlm_denominator=None):
         if self.mlm_only:
-            sequence_output = self.model.bert.encode(input_ids, segment_ids, input_mask)
-            mlm_logits = self.model.masked_lm_logits(sequence_output, masked_lm_positions)
+            mlm_logits = self.model.masked_lm_only(input_ids, segment_ids, input_mask, masked_lm_positions)
             mlm_loss = masked_lm_loss(mlm_logits, masked_lm_ids, masked_lm_weights, mlm_denominator)
             return mlm_loss, mlm_loss, ops.zeros_like(mlm_loss)
         mlm_logits, nsp_logits = self.model(input_ids, segment_ids, input_mask, masked_lm_positions)
@@ -357,8 +358,7 @@ class BertPreTrainingMetrics(nn.Cell):
                   next_sentence_labels):
         labels = next_sentence_labels.reshape(-1)
         if self.mlm_only:
-            sequence_output = self.model.bert.encode(input_ids, segment_ids, input_mask)
-            mlm_logits = self.model.masked_lm_logits(sequence_output, masked_lm_positions)
+            mlm_logits = self.model.masked_lm_only(input_ids, segment_ids, input_mask, masked_lm_positions)
             nsp_nll = ops.zeros((), mstype.float32)
             nsp_correct = ops.zeros((), mstype.float32)
         else:
@@ -542,11 +542,11 @@ def check_resume(cfg: PretrainConfig, inputs: _Inputs, world_size: int) -> None:
     """Refuses to resume `inputs.resume_path` (the checkpoint every rank agreed on) with other data or flags.
 
     Runs after `agree_on_resume`, so every rank checks the same step and all fail together rather than one rank
-    stopping while the others wait for it.
+    stopping while the others wait for it. The checkpoint's files were verified when it was chosen.
     """
     if inputs.resume_path is None:
         return
-    state = verify_checkpoint(inputs.resume_path)
+    state = read_trainer_state(inputs.resume_path)
     if state.get("seq_length") != inputs.train.seq_length:
         raise SmallBertError(f"--resume: {inputs.resume_path} was trained on sequences of "
                              f"{state.get('seq_length')} tokens, --data_dir has {inputs.train.seq_length}")
@@ -699,8 +699,8 @@ def run_summary(cfg: PretrainConfig, inputs: _Inputs, model: BertForPreTraining,
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
-    """Pretrains BERT on MLM + NSP (MLM alone with `mlm_only`) as `cfg` says; returns the last train-log row and eval results (and, when
-    a fresh run was evaluated before its first step, `initial_eval_perplexity`).
+    """Pretrains BERT on MLM + NSP (MLM alone with `mlm_only`) as `cfg` says; returns the last train-log row and
+    eval results (and, when a fresh run was evaluated before its first step, `initial_eval_perplexity`).
 
     Checks all inputs first (`check_pretrain_inputs`), then builds the model, optimizer and `TrainStep`, restores
     a checkpoint when resuming, and trains until `train_steps` (or `epochs` × batches per epoch) optimizer
@@ -734,7 +734,7 @@ def agree_on_resume(cfg: PretrainConfig, local_path: str | None, rank: int, worl
     """
     if world_size == 1:
         return local_path
-    own = -1 if local_path is None else int(_read_json(os.path.join(local_path, TRAINER_STATE_NAME))["step"])
+    own = -1 if local_path is None else int(read_trainer_state(local_path)["step"])
     step = int(round(sum_over_ranks(np.array([own + 1.0 if rank == 0 else 0.0]))[0])) - 1
     if step < 0:
         return None
@@ -755,11 +755,6 @@ def agree_on_resume(cfg: PretrainConfig, local_path: str | None, rank: int, worl
                              + f"; without a shared filesystem copy {CHECKPOINTS_DIR}/step_{step} to every node")
     logger.info("rank %d resumes from %s (rank 0's step %d)", rank, path, step)
     return path
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) -> dict[str, Any]:
@@ -865,6 +860,5 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
     save()
     if rank == 0:
         model.save_pretrained(os.path.join(cfg.output_dir, FINAL_DIR), vocab_file=cfg.vocab_file)
-        logger.info("done: %d updates, %d steps skipped on overflow in total", step,
-                    overflow_steps)
+        logger.info("done: %d updates, %d steps skipped on overflow in total", step, overflow_steps)
     return results
