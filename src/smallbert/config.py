@@ -62,6 +62,17 @@ class BertConfig:
         if self.problem_type not in PROBLEM_TYPES:
             raise SmallBertError(f"{source}: problem_type {self.problem_type!r} is not one of {PROBLEM_TYPES[1:]}")
 
+    @staticmethod
+    def placeholder_labels(count: int) -> tuple[str, ...]:
+        """transformers' default names for `count` labels, LABEL_0 ... LABEL_<count-1>: no real names."""
+        return tuple(f"LABEL_{i}" for i in range(count))
+
+    @property
+    def named_labels(self) -> tuple[str, ...] | None:
+        """`label_names`, or None when there are none or they are only transformers' placeholders."""
+        names = self.label_names
+        return None if names is None or names == self.placeholder_labels(len(names)) else names
+
     @property
     def label_names(self) -> tuple[str, ...] | None:
         """The names in id2label, in id order (None when the config has no labels)."""

@@ -32,7 +32,7 @@ def hf_config(model: BertPreTrainedModel) -> dict[str, Any]:
     values["architectures"] = [type(model).__name__]  # our class names are transformers' class names
     values["tie_word_embeddings"] = True
     if isinstance(model, BertForSequenceClassification) and "id2label" not in values:
-        values.update(BertConfig.label_keys(tuple(f"LABEL_{i}" for i in range(model.num_labels))))
+        values.update(BertConfig.label_keys(BertConfig.placeholder_labels(model.num_labels)))
     return values
 
 

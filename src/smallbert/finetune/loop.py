@@ -261,8 +261,8 @@ def resolve_labels(cfg: FinetuneConfig, task: Task, train: Split | None, config:
     if cfg.labels:
         return tuple(cfg.labels), "--labels"
     if train is None:
-        names = config.label_names
-        if names and names != tuple(f"LABEL_{i}" for i in range(len(names))):
+        names = config.named_labels
+        if names:
             return names, f"{checkpoint}'s id2label"
         if task.labels is None:
             raise SmallBertError(f"--labels: required with --do_train false, {checkpoint} has no id2label")

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..config import BertConfig
 from ..errors import SmallBertError
+from ..fileio import write_json
 from ..model import BertForSequenceClassification
 from ..tokenization import FullTokenizer
 from ..weights import CONFIG_NAME, VOCAB_NAME, find_weights_file, load_state_dict, read_state_dict
@@ -78,8 +79,8 @@ def load_teacher(path: str, num_labels: int, label_names: tuple[str, ...] | None
                              f"has {teacher_labels}")
     if teacher_labels != num_labels:
         raise SmallBertError(f"--teacher: {path} has {teacher_labels} output(s) but the task needs {num_labels}")
-    names = config.label_names
-    if label_names and names and names != label_names and names != tuple(f"LABEL_{i}" for i in range(len(names))):
+    names = config.named_labels
+    if label_names and names and names != label_names:
         raise SmallBertError(f"--teacher: {path}'s labels ({', '.join(names)}) are not the task's "
                              f"({', '.join(label_names)}) in the same order")
     model = BertForSequenceClassification(config, num_labels=teacher_labels)
@@ -149,9 +150,7 @@ def teacher_logits(teacher: Teacher, sentences: list[str], sentences_digest: str
             check_key(json.load(f), key, partial)
     else:
         os.makedirs(partial)
-        with open(f"{key_file}.tmp", "w", encoding="utf-8") as f:
-            json.dump(key, f)
-        os.replace(f"{key_file}.tmp", key_file)
+        write_json(key_file, key)
     starts = range(0, len(sentences), chunk_rows)
     chunk_files = [os.path.join(partial, f"rows_{start:010d}.npy") for start in starts]
     done = sum(min(chunk_rows, len(sentences) - s) for s, f in zip(starts, chunk_files) if os.path.isfile(f))
