@@ -12,6 +12,10 @@ vocab. The transfer set is train.tsv's examples plus, for single-sentence tasks,
 sentence per line, blank lines between documents allowed; .gz/.bz2; a Wikipedia .xml.bz2 dump). The teacher's
 logits are cached on disk (reused by a rerun, resumed when interrupted). Writes output_dir/best/, eval_results.json
 (with the teacher's dev metrics) and test_predictions.tsv, as run_classify.py does.
+
+--intermediate_loss first distils the teacher's hidden states and attention scores layer by layer (TinyBERT) for
+--intermediate_epochs, the teacher running live: it must then share the student's vocab and casing. --resume
+continues an interrupted run after its last finished epoch.
 """
 from __future__ import annotations
 

@@ -100,18 +100,19 @@ class LayerDistillationLoss(nn.Cell):
         return [p for p in self.student.trainable_params() if not p.name.startswith("bert.pooler.")] + own
 
     def construct(self, input_ids, token_type_ids, attention_mask):
-        student_states, student_scores = self.student.all_layers(input_ids, token_type_ids, attention_mask)
-        teacher_states, teacher_scores = self.teacher.all_layers(input_ids, token_type_ids, attention_mask)
+        # By index, not unpacked: unpacked scores left unused (head counts differ) make the graph compiler warn
+        # "Some side effect nodes were eliminated by mistake".
+        student = self.student.all_layers(input_ids, token_type_ids, attention_mask)
+        teacher = self.teacher.all_layers(input_ids, token_type_ids, attention_mask)
         mask = attention_mask.astype(mstype.float32)
         loss = ops.zeros((), mstype.float32)
         for i, j in enumerate(self.layers):
-            student_state = student_states[i].astype(mstype.float32)
+            student_state = student[0][i].astype(mstype.float32)
             if self.hidden_map is not None:
                 student_state = ops.matmul(student_state, self.hidden_map)
-            loss = loss + hidden_mse(student_state, ops.stop_gradient(teacher_states[j].astype(mstype.float32)),
-                                     mask)
+            loss = loss + hidden_mse(student_state, ops.stop_gradient(teacher[0][j].astype(mstype.float32)), mask)
             if self.match_attention and i > 0:
-                loss = loss + attention_mse(student_scores[i - 1], ops.stop_gradient(teacher_scores[j - 1]), mask)
+                loss = loss + attention_mse(student[1][i - 1], ops.stop_gradient(teacher[1][j - 1]), mask)
         return loss
 
 
