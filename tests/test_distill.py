@@ -372,7 +372,7 @@ def layered(toy, teacher_dir):
 
 def test_intermediate_loss_trains_and_writes_best(layered, toy):
     out, _, results = layered
-    stage = results["seeds"][0]["prepare"]
+    stage = results["seeds"][0]["first_stage"]
     assert stage["layer_map"] == [0, 2] and stage["attention_loss"]
     first, second = (e["train_loss"] for e in stage["epochs"])
     assert second < first, stage
@@ -413,7 +413,7 @@ def test_resume_after_an_interrupted_epoch_is_exact(layered, tmp_path, monkeypat
 
     def outcome(results):
         seed = results["seeds"][0]
-        return seed["prepare"]["epochs"][-1]["train_loss"], [
+        return seed["first_stage"]["epochs"][-1]["train_loss"], [
             {k: v for k, v in e.items() if k != "train_seconds"} for e in seed["epochs"]]
 
     assert outcome(resumed) == outcome(uninterrupted)

@@ -234,7 +234,7 @@ def run_distill(cfg: DistillConfig) -> dict:
                               {"hparams": hparams, "teacher": teacher_info,
                                **{f"teacher_{key}": value for key, value in teacher_dev.items()}},
                               net_with_loss=net_with_loss, train_columns=train_columns,
-                              prepare=layer_stage if cfg.intermediate_loss else None)
+                              first_stage=layer_stage if cfg.intermediate_loss else None)
     key = results["metric_for_best"]
     logger.info("student best %s over %d seed(s): %.4f ± %.4f; teacher %.4f", key, results["num_seeds"],
                 results[f"best_{key}_mean"], results[f"best_{key}_std"], teacher_dev[key])

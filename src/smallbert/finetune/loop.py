@@ -395,7 +395,7 @@ def hparams_of(cfg: FinetuneConfig) -> dict:
 
 
 def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: BertConfig, data: Data, out_dir: str,
-               vocab_file: str, do_lower_case: bool, net_with_loss=None, train_columns=None, prepare=None,
+               vocab_file: str, do_lower_case: bool, net_with_loss=None, train_columns=None, first_stage=None,
                resume_from: str | None = None) -> dict:
     """Fine-tunes from `checkpoint` (None: from scratch) with `seed`; writes out_dir/best/ and the predictions.
 
@@ -403,18 +403,18 @@ def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: B
     per-epoch train loss, dev metrics and seconds, the best epoch and its metrics. `net_with_loss(model)` (default
     ClassifierWithLoss) is the Cell trained; `train_columns(rows)` (default: the rows' labels) the batch columns it
     takes after input_ids, token_type_ids and attention_mask (distillation adds the teacher's logits).
-    `prepare(model, seed)`, when given, trains the model first (distillation's layer stage) and returns a record
-    kept in the result under "prepare".
+    `first_stage(model, seed)`, when given, trains the model first (distillation's layer stage) and returns a
+    record kept in the result under "first_stage".
 
     After each epoch the run state (weights, optimizer, loss scale, dropout counters, batch-order and MindSpore RNG
     states, the epochs so far, the best one's test outputs) goes to out_dir/checkpoints/step_<updates>/ (the
     newest kept). `resume_from`, such a checkpoint (see `resume_checkpoints`), continues after its epoch exactly
-    as the uninterrupted run would have; `prepare` is not run again.
+    as the uninterrupted run would have; `first_stage` is not run again.
     """
     ms.set_seed(seed)
     rng = np.random.default_rng(seed)
     model = load_classifier(checkpoint, config, cfg.amp)
-    prepared = prepare(model, seed) if prepare is not None and resume_from is None else None
+    first = first_stage(model, seed) if first_stage is not None and resume_from is None else None
     buckets = bucket_lengths(cfg.max_length, cfg.pad_to_max_length)
     total_steps = len(data.train) // cfg.train_batch_size * cfg.epochs
     schedule = WarmupPolynomialDecay(cfg.lr, int(total_steps * cfg.warmup_proportion), total_steps)
@@ -431,7 +431,7 @@ def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: B
         state = restore_checkpoint(resume_from, model, step.state_parameters())
         rng.bit_generator.state = state["batch_order"]
         ms.set_rng_state(Tensor(np.asarray(state["rng_state"], np.uint8)))
-        epochs, best, prepared = state["epochs"], state["best"], state["prepare"]
+        epochs, best, first = state["epochs"], state["best"], state["first_stage"]
         test_logits = {name: np.asarray(values, np.float32) for name, values in state["test_logits"].items()}
         logger.info("seed %d: resuming from %s after epoch %d of %d", seed, resume_from, len(epochs), cfg.epochs)
     for epoch in range(len(epochs) + 1, cfg.epochs + 1):
@@ -461,7 +461,7 @@ def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: B
             # the graphs already compiled.
             test_logits = {split.name: predict_logits(forward, encoded, cfg.eval_batch_size, buckets,
                                                       model.num_labels, split.name) for split, encoded in data.tests}
-        trainer_state = {"epochs": epochs, "best": best, "prepare": prepared, "args": resume_args(cfg),
+        trainer_state = {"epochs": epochs, "best": best, "first_stage": first, "args": resume_args(cfg),
                          "test_logits": {name: values.tolist() for name, values in test_logits.items()},
                          "batch_order": rng.bit_generator.state, "rng_state": ms.get_rng_state().asnumpy().tolist()}
         save_checkpoint(out_dir, int(optimizer.global_step.asnumpy()[0]), model, step.state_parameters(),
@@ -469,8 +469,8 @@ def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: B
     metrics = [key for key in best if key not in ("epoch", "train_loss", "train_seconds", "skipped_steps")]
     result = {"seed": seed, "epochs": epochs, "best_epoch": best["epoch"],
               **{f"best_{key}": best[key] for key in metrics}, "best_checkpoint": best_dir, "predictions": {}}
-    if prepared is not None:
-        result["prepare"] = prepared
+    if first is not None:
+        result["first_stage"] = first
     for split, _ in data.tests:
         result["predictions"][split.name] = os.path.join(out_dir, predictions_name(split.name))
         write_predictions(result["predictions"][split.name], split.index, test_logits[split.name], data.label_names)
