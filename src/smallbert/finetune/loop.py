@@ -9,7 +9,8 @@
      another label count, is initialised fresh), trains with AdamWeightDecay, linear warmup and linear decay
      through `smallbert.train.TrainStep` (cross-entropy, or MSE for regression), evaluates every dev split after
      each epoch with the task's metrics and keeps the best epoch's weights (`save_pretrained` format, the label
-     names in config.json's id2label) and its test predictions;
+     names in config.json's id2label) and its test predictions; checkpoints the run state after each epoch, from
+     which `--resume` continues exactly;
   4. writes `<test split>_predictions.tsv` (GLUE's `index\tprediction`, with label names) and
      `eval_results.json` (per-epoch metrics, the best, the seed, every hyper-parameter; mean ± std over seeds).
 
