@@ -21,7 +21,8 @@ from smallbert.finetune import FinetuneConfig, run
 from smallbert.finetune import teacher as teacher_module
 from smallbert.finetune.distill import (DistillConfig, distillation_loss, read_transfer_file,
                                         regression_distillation_loss, run_distill, transfer_split)
-from smallbert.finetune.layers import LayerDistillationLoss, attention_mse, hidden_mse, layer_map
+from smallbert.finetune.layers import (LayerDistillationLoss, attention_mse, check_same_tokenizer, hidden_mse,
+                                       layer_map)
 from smallbert.finetune.tasks import Split
 from smallbert.finetune.teacher import load_teacher, teacher_logits
 from test_finetune import write_toy_sst2, write_vocab
@@ -355,6 +356,16 @@ def test_intermediate_loss_refuses_another_vocab(toy, teacher_dir, tmp_path):
         run_distill(DistillConfig(teacher=teacher_dir, output_dir=str(tmp_path / "out"), intermediate_loss=True,
                                   **student(toy)))
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_intermediate_loss_refuses_another_casing(toy):
+    from smallbert.tokenization import FullTokenizer
+
+    cased, uncased = (FullTokenizer(toy["teacher_vocab"], do_lower_case=flag) for flag in (False, True))
+    check_same_tokenizer(uncased, FullTokenizer(toy["teacher_vocab"]), "teacher", toy["teacher_vocab"])
+    with pytest.raises(SmallBertError, match=r"^--intermediate_loss: the teacher teacher has do_lower_case False, "
+                                             r"the student True"):
+        check_same_tokenizer(cased, uncased, "teacher", toy["teacher_vocab"])
 
 
 @pytest.fixture(scope="module")
