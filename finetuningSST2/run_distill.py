@@ -12,6 +12,10 @@ vocab. The transfer set is train.tsv's examples plus, for single-sentence tasks,
 sentence per line, blank lines between documents allowed; .gz/.bz2; a Wikipedia .xml.bz2 dump). The teacher's
 logits are cached on disk (reused by a rerun, resumed when interrupted). Writes output_dir/best/, eval_results.json
 (with the teacher's dev metrics) and test_predictions.tsv, as run_classify.py does.
+
+--intermediate_loss first distils the teacher's hidden states and attention scores layer by layer (TinyBERT) for
+--intermediate_epochs, the teacher running live: it must then share the student's vocab and casing. --resume
+continues an interrupted run after its last finished epoch.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import sys
 from smallbert.errors import cli_main
 from smallbert.finetune.config import DistillConfig
 from smallbert.finetune.flags import add_common_flags, config_from_args
-from smallbert.flags import HelpFormatter
+from smallbert.flags import HelpFormatter, boolean
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,6 +42,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="softmax temperature T of the soft targets; the soft loss is scaled by T² (default: %(default)s)")
     add("--alpha", type=float, default=defaults.alpha,
         help="weight of the hard-label loss on labelled rows (default: %(default)s)")
+    add("--intermediate_loss", type=boolean, nargs="?", const=True, default=defaults.intermediate_loss,
+        metavar="{true,false}",
+        help="first distil the teacher's hidden states and attention scores layer by layer (TinyBERT), with the "
+             "teacher run live: it must share the student's vocab and casing (default: %(default)s)")
+    add("--intermediate_epochs", type=int, default=defaults.intermediate_epochs,
+        help="epochs of that layer stage before the --epochs of the logit stage (default: %(default)s)")
     add("--logits_cache", help="file for the teacher's transfer-set logits (default: CACHE_DIR/teacher-*.npz, "
                                "keyed by teacher, text and max length)")
     return parser.parse_args(argv)

@@ -21,6 +21,8 @@ from smallbert.finetune import FinetuneConfig, run
 from smallbert.finetune import teacher as teacher_module
 from smallbert.finetune.distill import (DistillConfig, distillation_loss, read_transfer_file,
                                         regression_distillation_loss, run_distill, transfer_split)
+from smallbert.finetune.layers import (LayerDistillationLoss, attention_mse, check_same_tokenizer, hidden_mse,
+                                       layer_map)
 from smallbert.finetune.tasks import Split
 from smallbert.finetune.teacher import load_teacher, teacher_logits
 from test_finetune import write_toy_sst2, write_vocab
@@ -94,8 +96,8 @@ def teacher_dir(toy):
 
 
 def student(toy, **overrides) -> dict:
-    return dict(data_dir=toy["few"], init_checkpoint=None, bert_config_file=toy["configs"]["student"],
-                vocab_file=toy["student_vocab"], **{**COMMON, **overrides})
+    return {"data_dir": toy["few"], "init_checkpoint": None, "bert_config_file": toy["configs"]["student"],
+            "vocab_file": toy["student_vocab"], **COMMON, **overrides}
 
 
 def test_distillation_beats_labels_only_with_few_labels(toy, teacher_dir):
@@ -270,3 +272,164 @@ def test_cli_one_line_error(toy, teacher_dir, tmp_path):
     assert process.stderr.strip().splitlines()[-1] == f"error: --transfer_file: {empty}: no sentences (empty or " \
                                                       f"blank lines only)"
     assert not os.path.exists(tmp_path / "out")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layer distillation (--intermediate_loss) and resume
+
+
+def test_layer_map():
+    assert layer_map(2, 6) == (0, 3, 6)
+    assert layer_map(4, 12) == (0, 3, 6, 9, 12)
+    assert layer_map(3, 4) == (0, 1, 2, 4)
+    assert layer_map(2, 2) == (0, 1, 2)
+
+
+def numpy_hidden_mse(student, teacher, mask):
+    return float((((student - teacher) ** 2).sum(-1) * mask).sum() / (mask.sum() * student.shape[-1]))
+
+
+def numpy_attention_mse(student, teacher, mask):
+    pairs = (mask[:, :, None] * mask[:, None, :])[:, None]
+    return float((((student - teacher) ** 2) * pairs).sum() / (pairs.sum() * student.shape[1]))
+
+
+def test_layer_losses_match_numpy():
+    rng = np.random.default_rng(2)
+    mask = np.ones((3, 5), np.float32)
+    mask[0, 3:] = 0
+    mask[2, 1:] = 0
+    student, teacher = rng.normal(size=(3, 5, 4)), rng.normal(size=(3, 5, 4))
+    expected = numpy_hidden_mse(student, teacher, mask)
+    student[mask == 0] += 100.0  # pad positions must not count
+    got = hidden_mse(*(Tensor(x.astype(np.float32)) for x in (student, teacher, mask)))
+    assert float(got.asnumpy()) == pytest.approx(expected, rel=1e-5)
+    scores_s, scores_t = rng.normal(size=(3, 2, 5, 5)), rng.normal(size=(3, 2, 5, 5))
+    expected = numpy_attention_mse(scores_s, scores_t, mask)
+    scores_s[:, :, :, 4] += 100.0  # a pad key (row 0 and 2 pad position 4) ...
+    scores_s[1, :, :, 4] -= 100.0  # ... but a real one in row 1: left as it was
+    got = attention_mse(*(Tensor(x.astype(np.float32)) for x in (scores_s, scores_t, mask)))
+    assert float(got.asnumpy()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_layer_distillation_loss_matches_numpy(caplog):
+    """The whole stage loss of a 1-layer H16 student against a 2-layer H32 teacher: map, layer mapping, masks."""
+    import mindspore as ms
+
+    ms.set_seed(0)
+    teacher = BertForSequenceClassification(tiny(128))
+    student = BertForSequenceClassification(narrow_student(128))
+    net = LayerDistillationLoss(student, teacher)
+    assert net.layers == (0, 2) and net.match_attention and net.hidden_map.shape == (16, 32)
+    student.set_train(False)
+    teacher.set_train(False)
+    rng = np.random.default_rng(4)
+    ids = rng.integers(5, 128, size=(2, 8)).astype(np.int32)
+    mask = np.ones((2, 8), np.int32)
+    mask[1, 5:] = 0
+    batch = [Tensor(ids), Tensor(np.zeros_like(ids)), Tensor(mask)]
+    s_states, s_scores = (tuple(x.asnumpy() for x in part) for part in student.bert.all_layers(*batch))
+    t_states, t_scores = (tuple(x.asnumpy() for x in part) for part in teacher.bert.all_layers(*batch))
+    w, m = net.hidden_map.asnumpy(), mask.astype(np.float32)
+    expected = (numpy_hidden_mse(s_states[0] @ w, t_states[0], m) + numpy_hidden_mse(s_states[1] @ w, t_states[2], m)
+                + numpy_attention_mse(s_scores[0], t_scores[1], m))
+    assert float(net(*batch).asnumpy()) == pytest.approx(expected, rel=1e-5)
+    # The last state is the encoder's output; the scores are [B, A, S, S].
+    np.testing.assert_allclose(t_states[-1], teacher.bert.encode(*batch).asnumpy(), rtol=1e-6, atol=1e-6)
+    assert t_scores[0].shape == (2, 2, 8, 8)
+    # Another head count: hidden states only, said in the log.
+    other = BertConfig(**{**narrow_student(128).to_dict(), "num_attention_heads": 4})
+    with caplog.at_level("INFO", logger="smallbert"):
+        assert not LayerDistillationLoss(BertForSequenceClassification(other), teacher).match_attention
+    assert "4 attention heads, the teacher 2: hidden states only" in caplog.text
+
+
+def narrow_student(vocab_size: int) -> BertConfig:
+    """Narrower and shallower than the teacher: the map and the layer mapping are exercised."""
+    return BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=64)
+
+
+def test_intermediate_loss_refuses_another_vocab(toy, teacher_dir, tmp_path):
+    with pytest.raises(SmallBertError, match=r"^--intermediate_loss: the teacher .* and the student \(.*"
+                                             r"student_vocab.txt\) have different vocabularies"):
+        run_distill(DistillConfig(teacher=teacher_dir, output_dir=str(tmp_path / "out"), intermediate_loss=True,
+                                  **student(toy)))
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_intermediate_loss_refuses_another_casing(toy):
+    from smallbert.tokenization import FullTokenizer
+
+    cased, uncased = (FullTokenizer(toy["teacher_vocab"], do_lower_case=flag) for flag in (False, True))
+    check_same_tokenizer(uncased, FullTokenizer(toy["teacher_vocab"]), "teacher", toy["teacher_vocab"])
+    with pytest.raises(SmallBertError, match=r"^--intermediate_loss: the teacher teacher has do_lower_case False, "
+                                             r"the student True"):
+        check_same_tokenizer(cased, uncased, "teacher", toy["teacher_vocab"])
+
+
+@pytest.fixture(scope="module")
+def layered(toy, teacher_dir):
+    """An uninterrupted run with --intermediate_loss (2 layer epochs, 2 logit epochs) of a narrow student that
+    shares the teacher's vocab; and the kwargs to repeat it."""
+    config = os.path.join(toy["root"], "narrow_config.json")
+    narrow_student(128).to_json_file(config)
+    kwargs = dict(teacher=teacher_dir, transfer_files=(toy["transfer"],), intermediate_loss=True,
+                  intermediate_epochs=2, epochs=2, alpha=0.5,
+                  **student(toy, bert_config_file=config, vocab_file=toy["teacher_vocab"]))
+    out = os.path.join(toy["root"], "layered")
+    return out, kwargs, run_distill(DistillConfig(output_dir=out, **kwargs))
+
+
+def test_intermediate_loss_trains_and_writes_best(layered, toy):
+    out, _, results = layered
+    stage = results["seeds"][0]["first_stage"]
+    assert stage["layer_map"] == [0, 2] and stage["attention_loss"]
+    first, second = (e["train_loss"] for e in stage["epochs"])
+    assert second < first, stage
+    assert results["best_dev_accuracy_mean"] > 0.5
+    evaluated = run(FinetuneConfig(data_dir=toy["few"], init_checkpoint=os.path.join(out, "best"), output_dir="eval",
+                                   do_train=False, **COMMON))
+    assert evaluated["dev_accuracy"] == results["best_dev_accuracy_mean"]
+    with open(os.path.join(out, "best", "config.json"), encoding="utf-8") as f:
+        assert json.load(f)["hidden_size"] == 16  # the map is not part of the student
+
+
+def test_resume_after_an_interrupted_epoch_is_exact(layered, tmp_path, monkeypatch):
+    """Interrupted after logit epoch 1 of 2, then --resume: the same losses, metrics and best/ weights, bit for
+    bit, as the uninterrupted run; the layer stage is not run again."""
+    from smallbert.finetune import loop
+    from smallbert.weights import read_state_dict
+
+    uninterrupted_dir, kwargs, uninterrupted = layered
+    out = str(tmp_path / "run")
+
+    class Interrupted(Exception):
+        pass
+
+    save = loop.save_checkpoint
+
+    def save_then_stop(*args, **kw):
+        save(*args, **kw)
+        raise Interrupted
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
+    with pytest.raises(Interrupted):
+        run_distill(DistillConfig(output_dir=out, **kwargs))
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    with pytest.raises(SmallBertError, match=r"^--resume: .*step_\d+ was trained with other settings: --lr"):
+        run_distill(DistillConfig(output_dir=out, resume=True, **{**kwargs, "lr": 1e-3}))
+    monkeypatch.setattr("smallbert.finetune.distill.train_layers", lambda *a: pytest.fail("layer stage ran again"))
+    resumed = run_distill(DistillConfig(output_dir=out, resume=True, **kwargs))
+
+    def outcome(results):
+        seed = results["seeds"][0]
+        return seed["first_stage"]["epochs"][-1]["train_loss"], [
+            {k: v for k, v in e.items() if k != "train_seconds"} for e in seed["epochs"]]
+
+    assert outcome(resumed) == outcome(uninterrupted)
+    a, b = (read_state_dict(os.path.join(d, "best", "model.ckpt")) for d in (out, uninterrupted_dir))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    with open(os.path.join(out, "test_predictions.tsv"), encoding="utf-8") as f, \
+            open(os.path.join(uninterrupted_dir, "test_predictions.tsv"), encoding="utf-8") as g:
+        assert f.read() == g.read()

@@ -323,3 +323,37 @@ def test_from_scratch_needs_only_config_and_vocab(toy, tmp_path):
     assert results["best_dev_accuracy_mean"] >= 0.9
     assert sorted(os.listdir(tmp_path / "out" / "best")) == ["config.json", "model.ckpt", "tokenizer_config.json",
                                                              "vocab.txt"]
+
+
+def test_resume_continues_a_multi_seed_run_exactly(trained, toy, tmp_path, monkeypatch):
+    """Stopped after seed 2's epoch 3 of 5: --resume keeps seed 1 as finished, trains seed 2's epochs 4 and 5 only,
+    and ends bit-exactly as the uninterrupted run."""
+    from smallbert.finetune import loop
+
+    class Interrupted(Exception):
+        pass
+
+    save, saves = loop.save_checkpoint, []
+
+    def counting_save(*args, stop_at=None, **kwargs):
+        saves.append(args[0])
+        save(*args, **kwargs)
+        if len(saves) == stop_at:
+            raise Interrupted
+
+    cfg = dict(data_dir=toy["data"], init_checkpoint=toy["run"], output_dir=str(tmp_path / "out"), seeds=(1, 2),
+               **HPARAMS)
+    monkeypatch.setattr(loop, "save_checkpoint", lambda *a, **k: counting_save(*a, stop_at=5 + 3, **k))
+    with pytest.raises(Interrupted):
+        run(FinetuneConfig(**cfg))
+    saves.clear()
+    monkeypatch.setattr(loop, "save_checkpoint", counting_save)
+    resumed = run(FinetuneConfig(resume=True, **cfg))
+    assert saves == [str(tmp_path / "out" / "seed_2")] * 2
+
+    def outcome(results):
+        return [[{k: v for k, v in e.items() if k != "train_seconds"} for e in r["epochs"]] for r in results["seeds"]]
+
+    uninterrupted, _ = trained
+    assert outcome(resumed) == outcome(uninterrupted)
+    assert resumed["best_dev_accuracy_mean"] == uninterrupted["best_dev_accuracy_mean"]

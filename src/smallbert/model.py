@@ -159,16 +159,20 @@ class BertSelfAttention(nn.Cell):
         b, s, _ = x.shape
         return x.reshape(b, s, self.num_heads, self.head_size).transpose(0, 2, 1, 3)
 
-    def construct(self, hidden_states: Tensor, attention_bias: Tensor) -> Tensor:
-        """hidden_states [B,S,H]; attention_bias float32 [B,1,1,S] (0 keep, -10000 masked) → context [B,S,H]."""
+    def construct(self, hidden_states: Tensor, attention_bias: Tensor) -> tuple[Tensor, Tensor]:
+        """hidden_states [B,S,H]; attention_bias float32 [B,1,1,S] (0 keep, -10000 masked) → (context [B,S,H],
+        scores float32 [B,A,S,S], QKᵀ/√D before the mask and softmax).
+
+        The scores are returned for layer distillation; callers that drop them cost nothing (graph mode prunes
+        the unused output)."""
         q = self.split_heads(self.query(hidden_states))
         k = self.split_heads(self.key(hidden_states))
         v = self.split_heads(self.value(hidden_states))
-        scores = self.scores_matmul(q, k).astype(mstype.float32) * self.scale + attention_bias
-        probs = self.dropout(ops.softmax(scores, axis=-1)).astype(v.dtype)
+        scores = self.scores_matmul(q, k).astype(mstype.float32) * self.scale
+        probs = self.dropout(ops.softmax(scores + attention_bias, axis=-1)).astype(v.dtype)
         context = self.context_matmul(probs, v).transpose(0, 2, 1, 3)
         b, s = context.shape[0], context.shape[1]
-        return context.reshape(b, s, self.num_heads * self.head_size)
+        return context.reshape(b, s, self.num_heads * self.head_size), scores
 
 
 class BertResidualOutput(nn.Cell):
@@ -190,8 +194,10 @@ class BertAttention(nn.Cell):
         setattr(self, "self", BertSelfAttention(config, compute_dtype))  # HF's parameter names say `attention.self`
         self.output = BertResidualOutput(config.hidden_size, config, compute_dtype)
 
-    def construct(self, hidden_states: Tensor, attention_bias: Tensor) -> Tensor:
-        return self.output(getattr(self, "self")(hidden_states, attention_bias), hidden_states)
+    def construct(self, hidden_states: Tensor, attention_bias: Tensor) -> tuple[Tensor, Tensor]:
+        """→ (attention output [B,S,H], the self-attention's scores [B,A,S,S])."""
+        context, scores = getattr(self, "self")(hidden_states, attention_bias)
+        return self.output(context, hidden_states), scores
 
 
 class BertIntermediate(nn.Cell):
@@ -213,10 +219,10 @@ class BertLayer(nn.Cell):
         self.intermediate = BertIntermediate(config, compute_dtype)
         self.output = BertResidualOutput(config.intermediate_size, config, compute_dtype)
 
-    def construct(self, hidden_states: Tensor, attention_bias: Tensor) -> Tensor:
-        """[B,S,H] → [B,S,H]."""
-        attention_output = self.attention(hidden_states, attention_bias)
-        return self.output(self.intermediate(attention_output), attention_output)
+    def construct(self, hidden_states: Tensor, attention_bias: Tensor) -> tuple[Tensor, Tensor]:
+        """[B,S,H] → ([B,S,H], this layer's attention scores [B,A,S,S])."""
+        attention_output, scores = self.attention(hidden_states, attention_bias)
+        return self.output(self.intermediate(attention_output), attention_output), scores
 
 
 class BertEncoder(nn.Cell):
@@ -225,9 +231,21 @@ class BertEncoder(nn.Cell):
         self.layer = nn.CellList([BertLayer(config, compute_dtype) for _ in range(config.num_hidden_layers)])
 
     def construct(self, hidden_states: Tensor, attention_bias: Tensor) -> Tensor:
+        """[B,S,H] → the last layer's output [B,S,H]."""
         for layer in self.layer:
-            hidden_states = layer(hidden_states, attention_bias)
+            hidden_states = layer(hidden_states, attention_bias)[0]
         return hidden_states
+
+    def all_layers(self, hidden_states: Tensor,
+                   attention_bias: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """The same pass keeping every layer: ((the input and each layer's output, L + 1 × [B,S,H]),
+        (each layer's attention scores, L × [B,A,S,S]))."""
+        states, scores = (hidden_states,), ()
+        for layer in self.layer:
+            hidden_states, layer_scores = layer(hidden_states, attention_bias)
+            states += (hidden_states,)
+            scores += (layer_scores,)
+        return states, scores
 
 
 class BertPooler(nn.Cell):
@@ -292,14 +310,25 @@ class BertModel(BertPreTrainedModel):
     def encode(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
                attention_mask: Tensor | None = None) -> Tensor:
         """The encoder without the pooler: int32 [B,S] each → sequence_output float32 [B,S,H]."""
+        embedded, attention_bias = self.embed(input_ids, token_type_ids, attention_mask)
+        return self.encoder(embedded, attention_bias).astype(mstype.float32)
+
+    def all_layers(self, input_ids: Tensor, token_type_ids: Tensor,
+                   attention_mask: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """Every layer's output, for layer distillation: int32 [B,S] each → ((the embeddings and each layer's
+        output, L + 1 × [B,S,H] in compute_dtype), (each layer's attention scores, L × float32 [B,A,S,S]))."""
+        return self.encoder.all_layers(*self.embed(input_ids, token_type_ids, attention_mask))
+
+    def embed(self, input_ids: Tensor, token_type_ids: Tensor | None,
+              attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """int32 [B,S] each → (the embeddings [B,S,H], the attention bias float32 [B,1,1,S]: 0 or -10000)."""
         if token_type_ids is None:
             token_type_ids = ops.zeros_like(input_ids)
         if attention_mask is None:
             attention_mask = ops.ones_like(input_ids)
         attention_bias = (1.0 - attention_mask.astype(mstype.float32)) * -10000.0
         attention_bias = attention_bias.reshape(input_ids.shape[0], 1, 1, input_ids.shape[1])
-        sequence_output = self.encoder(self.embeddings(input_ids, token_type_ids), attention_bias)
-        return sequence_output.astype(mstype.float32)
+        return self.embeddings(input_ids, token_type_ids), attention_bias
 
 
 def gather_positions(sequence_output: Tensor, positions: Tensor) -> Tensor:

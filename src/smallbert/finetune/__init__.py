@@ -7,6 +7,7 @@
   metrics.py  the tasks' metrics: accuracy, F1, MCC, Pearson, Spearman
   loop.py     the run: checkpoint resolution, per-seed training, evaluation, outputs
   distill.py, teacher.py  distillation from a fine-tuned teacher
+  layers.py   its optional first stage: TinyBERT-style layer distillation against the live teacher
 """
 from .config import DistillConfig, FinetuneConfig
 from .tasks import Split, assign_labels, get_task, read_split

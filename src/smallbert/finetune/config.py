@@ -23,6 +23,7 @@ class FinetuneConfig:
     (both `bert_config_file` and `vocab_file` are then required).
     `cache_dir` None means `encode.default_cache_dir()` (~/.cache/smallbert/finetune).
     `overwrite`: clear a non-empty `output_dir` first instead of refusing it.
+    `resume`: continue from the newest epoch checkpoint in `output_dir` (per seed with several seeds), if any.
     """
 
     data_dir: str
@@ -54,6 +55,7 @@ class FinetuneConfig:
     cache_dir: str | None = None
     device_target: str = "CPU"
     overwrite: bool = False
+    resume: bool = False
 
     def validate(self) -> None:
         """Raises SmallBertError naming the flag whose value cannot work."""
@@ -89,6 +91,8 @@ class DistillConfig(FinetuneConfig):
 
     `logits_cache` None means `<cache_dir>/teacher-<split>-<key>.npz`, one file per teacher, text and max_length;
     an explicit path is checked against its key and refused when it was written for other inputs.
+    `intermediate_loss`: first `intermediate_epochs` epochs of layer distillation against the live teacher
+    (`layers.py`), then `epochs` of the logit stage.
     """
 
     teacher: str = ""
@@ -97,6 +101,8 @@ class DistillConfig(FinetuneConfig):
     alpha: float = 0.0
     logits_cache: str | None = None
     lr: float = 1e-4
+    intermediate_loss: bool = False
+    intermediate_epochs: int = 1
 
     def validate(self) -> None:
         super().validate()
@@ -108,3 +114,5 @@ class DistillConfig(FinetuneConfig):
             raise SmallBertError(f"--alpha: must be >= 0, got {self.alpha}")
         if not self.do_train:
             raise SmallBertError("--do_train false: nothing to distil; evaluate with run_classify.py")
+        if self.intermediate_epochs <= 0:
+            raise SmallBertError(f"--intermediate_epochs: must be a positive integer, got {self.intermediate_epochs}")

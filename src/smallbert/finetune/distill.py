@@ -6,7 +6,9 @@
      with blank lines between documents, .gz/.bz2, or a Wikipedia `.xml.bz2` dump through `smallbert.data.extract`);
   2. computes the teacher's logits on the transfer set and the dev splits once, in eval mode, with the teacher's
      own tokenizer, cached on disk (`teacher.py`), and reports the teacher's own dev metrics;
-  3. per seed, trains the student through fine-tuning's per-seed loop (`loop.train_seed`: the same TrainStep,
+  3. per seed, with --intermediate_loss, first distils the teacher's hidden states and attention scores layer by
+     layer, the teacher running live (`layers.py`; teacher and student must then tokenize identically); then
+     trains the student through fine-tuning's per-seed loop (`loop.train_seed`: the same TrainStep,
      AMP, bucketing, dev evaluation each epoch, best/ kept in save_pretrained format) with `DistillationLoss`:
      soft cross-entropy to the teacher for classification, squared error to the teacher's output for regression;
   4. writes eval_results.json (as run_classify.py's, plus `teacher`) and test_predictions.tsv.
@@ -29,6 +31,7 @@ from ..errors import SmallBertError, output_directory
 from ..tokenization import FullTokenizer
 from .config import DistillConfig
 from .encode import SPECIAL_TOKENS, default_cache_dir, encode_split
+from .layers import check_same_tokenizer, train_layers
 from .loop import (check_output_dir, format_metrics, hparams_of, load_data, num_outputs, resolve_inputs,
                    train_seeds, with_labels)
 from .metrics import task_metrics
@@ -187,6 +190,11 @@ def run_distill(cfg: DistillConfig) -> dict:
         raise SmallBertError(f"--logits_cache: {cfg.logits_cache} is a directory; give a file path")
     ms.set_device(cfg.device_target)
     teacher = load_teacher(cfg.teacher, num_outputs(config), data.label_names)
+    if cfg.intermediate_loss:
+        check_same_tokenizer(teacher.tokenizer, tokenizer, cfg.teacher, vocab_file)
+        if cfg.max_length > teacher.max_positions:
+            raise SmallBertError(f"--max_length: {cfg.max_length} exceeds the teacher's max_position_embeddings "
+                                 f"{teacher.max_positions}; --intermediate_loss runs it on the student's batches")
 
     def logits_for(split: Split, explicit: str | None) -> np.ndarray:
         key = cache_key(teacher, split.digest, len(split), min(cfg.max_length, teacher.max_positions))
@@ -200,7 +208,11 @@ def run_distill(cfg: DistillConfig) -> dict:
                    task_metrics(data.task.metrics, logits_for(split, None), split.labels,
                                 data.task.is_regression).items()}
     logger.info("teacher %s: %s", cfg.teacher, format_metrics(teacher_dev))
-    teacher = None  # its weights are not needed while the student trains
+    teacher_model = teacher.model if cfg.intermediate_loss else None  # the layer stage runs the teacher live
+    teacher = None  # the logit stage needs only its cached logits
+
+    def layer_stage(model, seed):
+        return train_layers(model, teacher_model, cfg, transfer_ids, seed)
 
     data = dataclasses.replace(data, train=transfer, train_ids=transfer_ids)
     if clear:
@@ -221,7 +233,8 @@ def run_distill(cfg: DistillConfig) -> dict:
         results = train_seeds(cfg, checkpoint, config, data, vocab_file, do_lower_case,
                               {"hparams": hparams, "teacher": teacher_info,
                                **{f"teacher_{key}": value for key, value in teacher_dev.items()}},
-                              net_with_loss=net_with_loss, train_columns=train_columns)
+                              net_with_loss=net_with_loss, train_columns=train_columns,
+                              first_stage=layer_stage if cfg.intermediate_loss else None)
     key = results["metric_for_best"]
     logger.info("student best %s over %d seed(s): %.4f ± %.4f; teacher %.4f", key, results["num_seeds"],
                 results[f"best_{key}_mean"], results[f"best_{key}_std"], teacher_dev[key])

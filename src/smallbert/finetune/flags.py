@@ -57,6 +57,9 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: FinetuneConfig) 
     add("--output_dir", default=defaults.output_dir,
         help="where best/, eval_results.json and *_predictions.tsv go; must be new or empty (default: %(default)s)")
     add("--overwrite", action="store_true", help="clear a non-empty --output_dir first instead of refusing it")
+    add("--resume", action="store_true",
+        help="continue an interrupted run from the last epoch checkpoint in --output_dir (checkpoints/, per seed); "
+             "the flags must be the run's own; without a checkpoint, start afresh")
     add("--init_checkpoint", "--bert_ckpt",
         help="run_pretrain.py output dir, model dir (ours or Hugging Face), or weights file with --bert_config_file "
              "(default: none, train from a seeded random initialisation of --bert_config_file with --vocab_file)")

@@ -9,7 +9,8 @@
      another label count, is initialised fresh), trains with AdamWeightDecay, linear warmup and linear decay
      through `smallbert.train.TrainStep` (cross-entropy, or MSE for regression), evaluates every dev split after
      each epoch with the task's metrics and keeps the best epoch's weights (`save_pretrained` format, the label
-     names in config.json's id2label) and its test predictions;
+     names in config.json's id2label) and its test predictions; checkpoints the run state after each epoch, from
+     which `--resume` continues exactly;
   4. writes `<test split>_predictions.tsv` (GLUE's `index\tprediction`, with label names) and
      `eval_results.json` (per-epoch metrics, the best, the seed, every hyper-parameter; mean ± std over seeds).
 
@@ -32,7 +33,8 @@ from mindspore import Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from tqdm import tqdm
 
-from ..checkpoint import FINAL_DIR, list_checkpoints
+from ..checkpoint import (FINAL_DIR, find_resume_checkpoint, list_checkpoints, read_trainer_state,
+                          restore_checkpoint, save_checkpoint)
 from ..config import BertConfig
 from ..errors import SmallBertError, output_directory
 from ..fileio import atomic_open, write_json
@@ -363,9 +365,12 @@ def check_output_dir(cfg: FinetuneConfig, inputs: list[str | None]) -> bool:
     """Whether `cfg.output_dir` holds an earlier run's files that `--overwrite` will clear.
 
     Raises SmallBertError when it is not empty and `--overwrite` is not given, or when it holds one of `inputs`
-    (the checkpoint, data, vocab or config of this very run), which clearing it would destroy.
+    (the checkpoint, data, vocab or config of this very run), which clearing it would destroy. With `--resume`
+    and an epoch checkpoint to continue from, it is kept as it is (and the checkpoints' flags checked).
     """
     out = cfg.output_dir
+    if cfg.resume and any(resume_checkpoints(cfg).values()):
+        return False
     if not os.path.isdir(out) or not os.listdir(out):
         if os.path.exists(out) and not os.path.isdir(out):
             raise SmallBertError(f"--output_dir: {out} is a file")
@@ -391,17 +396,26 @@ def hparams_of(cfg: FinetuneConfig) -> dict:
 
 
 def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: BertConfig, data: Data, out_dir: str,
-               vocab_file: str, do_lower_case: bool, net_with_loss=None, train_columns=None) -> dict:
+               vocab_file: str, do_lower_case: bool, net_with_loss=None, train_columns=None, first_stage=None,
+               resume_from: str | None = None) -> dict:
     """Fine-tunes from `checkpoint` (None: from scratch) with `seed`; writes out_dir/best/ and the predictions.
 
     The seed fixes the classifier head's initialisation, dropout and the batch order. Returns this seed's results:
     per-epoch train loss, dev metrics and seconds, the best epoch and its metrics. `net_with_loss(model)` (default
     ClassifierWithLoss) is the Cell trained; `train_columns(rows)` (default: the rows' labels) the batch columns it
     takes after input_ids, token_type_ids and attention_mask (distillation adds the teacher's logits).
+    `first_stage(model, seed)`, when given, trains the model first (distillation's layer stage) and returns a
+    record kept in the result under "first_stage".
+
+    After each epoch the run state (weights, optimizer, loss scale, dropout counters, batch-order and MindSpore RNG
+    states, the epochs so far, the best one's test outputs) goes to out_dir/checkpoints/step_<updates>/ (the
+    newest kept). `resume_from`, such a checkpoint (see `resume_checkpoints`), continues after its epoch exactly
+    as the uninterrupted run would have; `first_stage` is not run again.
     """
     ms.set_seed(seed)
     rng = np.random.default_rng(seed)
     model = load_classifier(checkpoint, config, cfg.amp)
+    first = first_stage(model, seed) if first_stage is not None and resume_from is None else None
     buckets = bucket_lengths(cfg.max_length, cfg.pad_to_max_length)
     total_steps = len(data.train) // cfg.train_batch_size * cfg.epochs
     schedule = WarmupPolynomialDecay(cfg.lr, int(total_steps * cfg.warmup_proportion), total_steps)
@@ -414,7 +428,14 @@ def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: B
     better = (lambda a, b: a > b) if higher_is_better(best_key) else (lambda a, b: a < b)
     best_dir = os.path.join(out_dir, "best")
     epochs, best, test_logits = [], None, {}
-    for epoch in range(1, cfg.epochs + 1):
+    if resume_from is not None:
+        state = restore_checkpoint(resume_from, model, step.state_parameters())
+        rng.bit_generator.state = state["batch_order"]
+        ms.set_rng_state(Tensor(np.asarray(state["rng_state"], np.uint8)))
+        epochs, best, first = state["epochs"], state["best"], state["first_stage"]
+        test_logits = {name: np.asarray(values, np.float32) for name, values in state["test_logits"].items()}
+        logger.info("seed %d: resuming from %s after epoch %d of %d", seed, resume_from, len(epochs), cfg.epochs)
+    for epoch in range(len(epochs) + 1, cfg.epochs + 1):
         model.set_train(True)
         start, losses, skipped = time.perf_counter(), [], 0
         bar = tqdm(batch_rows(data.train_ids.lengths, cfg.train_batch_size, buckets, rng),
@@ -441,12 +462,52 @@ def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: B
             # the graphs already compiled.
             test_logits = {split.name: predict_logits(forward, encoded, cfg.eval_batch_size, buckets,
                                                       model.num_labels, split.name) for split, encoded in data.tests}
+        trainer_state = {"epochs": epochs, "best": best, "first_stage": first, "args": resume_args(cfg),
+                         "test_logits": {name: values.tolist() for name, values in test_logits.items()},
+                         "batch_order": rng.bit_generator.state, "rng_state": ms.get_rng_state().asnumpy().tolist()}
+        save_checkpoint(out_dir, int(optimizer.global_step.asnumpy()[0]), model, step.state_parameters(),
+                        trainer_state, keep_max=1, vocab_file=vocab_file)
+    metrics = [key for key in best if key not in ("epoch", "train_loss", "train_seconds", "skipped_steps")]
     result = {"seed": seed, "epochs": epochs, "best_epoch": best["epoch"],
-              **{f"best_{key}": best[key] for key in dev}, "best_checkpoint": best_dir, "predictions": {}}
+              **{f"best_{key}": best[key] for key in metrics}, "best_checkpoint": best_dir, "predictions": {}}
+    if first is not None:
+        result["first_stage"] = first
     for split, _ in data.tests:
         result["predictions"][split.name] = os.path.join(out_dir, predictions_name(split.name))
         write_predictions(result["predictions"][split.name], split.index, test_logits[split.name], data.label_names)
     return result
+
+
+# Flags a resumed run may change: where it writes and reads caches, evaluation batching, the device. Any other
+# change would continue a different run.
+FREE_ON_RESUME = ("output_dir", "overwrite", "resume", "eval_batch_size", "do_predict", "cache_dir", "device_target",
+                  "logits_cache")
+
+
+def resume_args(cfg: FinetuneConfig) -> dict:
+    """The flags a checkpoint records and a resume must repeat: all but FREE_ON_RESUME."""
+    return {k: v for k, v in hparams_of(cfg).items() if k not in FREE_ON_RESUME}
+
+
+def seed_dir(cfg: FinetuneConfig, seed: int) -> str:
+    """Where one seed's outputs go: output_dir itself for a single seed, output_dir/seed_<s>/ for several."""
+    return cfg.output_dir if len(cfg.seeds) == 1 else os.path.join(cfg.output_dir, f"seed_{seed}")
+
+
+def resume_checkpoints(cfg: FinetuneConfig) -> dict[int, str | None]:
+    """{seed: the epoch checkpoint to resume it from, or None to start it afresh}; all None without cfg.resume.
+
+    Raises SmallBertError naming --resume when a checkpoint was written with other flags (`resume_args`)."""
+    found = {}
+    for seed in cfg.seeds:
+        path = find_resume_checkpoint("auto", seed_dir(cfg, seed)) if cfg.resume else None
+        if path is not None:
+            saved, wanted = read_trainer_state(path)["args"], resume_args(cfg)
+            changes = [f"--{k} {saved.get(k)!r} -> {v!r}" for k, v in wanted.items() if saved.get(k) != v]
+            if changes:
+                raise SmallBertError(f"--resume: {path} was trained with other settings: {', '.join(changes)}")
+        found[seed] = path
+    return found
 
 
 def summarize(runs: list[dict], best_key: str) -> dict:
@@ -491,11 +552,11 @@ def train_seeds(cfg: FinetuneConfig, checkpoint: str, config: BertConfig, data: 
     and copy the best seed's predictions to output_dir. `train_kwargs` go to `train_seed`."""
     best_key = best_metric_key(data.task, cfg.metric_for_best)
     runs = []
-    for seed in cfg.seeds:
-        out_dir = cfg.output_dir if len(cfg.seeds) == 1 else os.path.join(cfg.output_dir, f"seed_{seed}")
+    for seed, resume_from in resume_checkpoints(cfg).items():
+        out_dir = seed_dir(cfg, seed)
         os.makedirs(out_dir, exist_ok=True)
         runs.append(train_seed(seed, cfg, checkpoint, config, data, out_dir, vocab_file, do_lower_case,
-                               **train_kwargs))
+                               resume_from=resume_from, **train_kwargs))
         if len(cfg.seeds) > 1:
             write_json(os.path.join(out_dir, "eval_results.json"), {**header, **summarize(runs[-1:], best_key)})
     results = {**header, **summarize(runs, best_key)}
