@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -712,14 +712,41 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """
     device.set_device(cfg.device_target, cfg.device_id)
     rank, world_size = init_data_parallel()
-    inputs = check_pretrain_inputs(cfg, world_size)
+    inputs = on_every_rank(lambda: check_pretrain_inputs(cfg, world_size), rank, world_size)
     inputs.resume_path = agree_on_resume(cfg, inputs.resume_path, rank, world_size)
-    check_resume(cfg, inputs, world_size)
+    on_every_rank(lambda: check_resume(cfg, inputs, world_size), rank, world_size)
     if cfg.amp != "O0" and cfg.amp_dtype == "bfloat16":
         device.check_bfloat16(inputs.bert_config, cfg.device_target)
     ms.set_seed(cfg.seed)  # after the probe's model: the run's initial weights do not depend on it
     with output_directory(cfg.output_dir):  # removed again if this run made it and fails before writing to it
         return _pretrain(cfg, inputs, rank, world_size)
+
+
+def on_every_rank(check: Callable[[], Any], rank: int, world_size: int) -> Any:
+    """`check()`'s result, or a SmallBertError on every rank when it raised one on any.
+
+    A file one node lacks (`--init_checkpoint`, `--resume PATH`, a shard) fails the check there alone; the other
+    ranks would wait forever in their next collective. Each rank's outcome is all-reduced (one vector of
+    world_size flags), so all stop together and each says which ranks failed. Every rank must call it at the same
+    point of the run; alone it just runs `check`.
+    """
+    if world_size == 1:
+        return check()
+    try:
+        result, problem = check(), None
+    except Exception as err:  # any failure: the other ranks must not wait for this one
+        result, problem = None, err
+    flags = np.zeros(world_size)
+    flags[rank] = problem is not None
+    failed = [r for r, flag in enumerate(sum_over_ranks(flags)) if flag > 0.5]
+    if isinstance(problem, SmallBertError):
+        raise SmallBertError(f"rank {rank} of {world_size}: {problem}") from None
+    if problem is not None:
+        raise problem
+    if failed:
+        raise SmallBertError(f"rank(s) {', '.join(map(str, failed))} of {world_size} failed their input checks "
+                             f"(their logs say why); rank {rank} stops with them")
+    return result
 
 
 def agree_on_resume(cfg: PretrainConfig, local_path: str | None, rank: int, world_size: int) -> str | None:
