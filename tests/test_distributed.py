@@ -107,10 +107,11 @@ from smallbert.train import PretrainConfig, pretrain
 
 @cli_main
 def main():
-    shards, config, base, steps, resume = sys.argv[1:]
+    shards, config, base, steps, resume, init = (a.format(rank=os.environ["RANK_ID"]) for a in sys.argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     pretrain(PretrainConfig(data_dir=shards, bert_config_file=config, train_steps=int(steps), lr=1e-3,
                             output_dir=os.path.join(base, "node" + os.environ["RANK_ID"]), resume=resume or None,
+                            init_checkpoint=init or None,
                             warmup_steps=0, save_steps=0, log_steps=1, seed=3, train_batch_size=4,
                             resume_force=True))  # the resumes lengthen --train_steps from 2 to 4
 
@@ -129,13 +130,14 @@ def test_multi_node_resume_follows_rank_0_without_a_shared_filesystem(tmp_path):
     (tmp_path / "bert_config.json").write_text(json.dumps(config))
     (tmp_path / "driver.py").write_text(DRIVER)
 
-    def msrun(name, steps, resume=""):
+    def msrun(name, steps, resume="", base="runs", init=""):
+        """Paths may hold {rank}: each rank reads its own node's."""
         logs = tmp_path / ("logs_" + name)
         done = subprocess.run(
             ["msrun", "--worker_num=2", "--local_worker_num=2", f"--master_port={free_port()}", f"--log_dir={logs}",
              "--join=True", str(tmp_path / "driver.py"), str(tmp_path / "shards"), str(tmp_path / "bert_config.json"),
-             str(tmp_path / "runs"), str(steps), resume],
-            env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}, capture_output=True, text=True, timeout=600)
+             str(tmp_path / base), str(steps), resume, init],
+            env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}, capture_output=True, text=True, timeout=300)
         texts = {name: (logs / name).read_text() for name in os.listdir(logs)}
         return done.returncode, [next(t for n, t in texts.items() if n.endswith(f"_{r}.log")) for r in (0, 1)]
 
@@ -158,3 +160,13 @@ def test_multi_node_resume_follows_rank_0_without_a_shared_filesystem(tmp_path):
     assert sorted(os.listdir(tmp_path / "runs" / "node0" / "checkpoints")) == ["step_2", "step_4"]
     rows = [json.loads(line) for line in open(tmp_path / "runs" / "node0" / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
+
+    # --init_checkpoint and --resume PATH that only node 0 holds: rank 1 fails its input checks, and rank 0,
+    # which passed them, stops too (before the agreement, rank 0 waited for rank 1 until msrun's timeout).
+    for name, flags in (("init", {"init": str(tmp_path / "runs" / "node{rank}" / "final")}),
+                        ("path", {"resume": str(tmp_path / "runs" / "node{rank}" / "checkpoints" / "step_4")})):
+        code, logs = msrun(name, 6, base="runs_" + name, **flags)
+        assert code != 0
+        assert "rank 1 of 2: " in logs[1] and "node1" in logs[1]
+        assert "rank(s) 1 of 2 failed their input checks (their logs say why); rank 0 stops with them" in logs[0]
+        assert not (tmp_path / ("runs_" + name)).exists()

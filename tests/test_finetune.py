@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -17,9 +18,9 @@ import mindspore as ms
 from smallbert import BertConfig, BertForPreTraining, cpu_kernels
 from smallbert.errors import SmallBertError
 from smallbert.finetune import (Encoded, FinetuneConfig, assign_labels, batch_rows, encode_split, get_task,
-                                load_classifier, make_batch, read_split, resolve_checkpoint, run)
+                                load_classifier, make_batch, read_split, resolve_checkpoint, resolve_inputs, run)
 from smallbert.tokenization import FullTokenizer
-from smallbert.weights import read_state_dict
+from smallbert.weights import find_weights_file, read_state_dict
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "finetuningSST2",
                       "run_classify.py")
@@ -238,10 +239,44 @@ def test_missing_split_and_vocab_mismatch_fail_before_training(toy, tmp_path):
         run(FinetuneConfig(data_dir=str(tmp_path / "data"), init_checkpoint=toy["run"], output_dir="out"))
     big_vocab = str(tmp_path / "vocab.txt")
     write_vocab(big_vocab, size=VOCAB_SIZE + 72)
-    with pytest.raises(SmallBertError, match=r"vocab has 200 ids but .* vocab_size 128"):
+    with pytest.raises(SmallBertError, match=r"vocab.txt is not .*final's vocab.txt \(72 tokens it lacks, 0 of its "
+                                             r"tokens gone, 200 vs 128 lines\): pass --adapt_vocab"):
         run(FinetuneConfig(data_dir=toy["data"], init_checkpoint=toy["run"], vocab_file=big_vocab,
                            output_dir="out"))
+    weights = str(tmp_path / "weights.ckpt")  # no vocab.txt beside it: only the vocab's size can be checked
+    shutil.copy(find_weights_file(os.path.join(toy["run"], "final")), weights)
+    with pytest.raises(SmallBertError, match=r"vocab has 200 ids but .* vocab_size 128"):
+        run(FinetuneConfig(data_dir=toy["data"], init_checkpoint=weights, vocab_file=big_vocab,
+                           bert_config_file=os.path.join(toy["run"], "final", "config.json"), output_dir="out"))
+    with pytest.raises(SmallBertError, match=r"--adapt_vocab: needs --init_checkpoint"):
+        run(FinetuneConfig(data_dir=toy["data"], init_checkpoint=None, vocab_file=big_vocab, adapt_vocab=True,
+                           bert_config_file=os.path.join(toy["run"], "final", "config.json"), output_dir="out"))
     assert not os.path.exists("out")
+
+
+def test_adapt_vocab_keeps_shared_rows_and_fine_tunes(toy, tmp_path):
+    """--adapt_vocab with a reordered vocab that drops a slot and adds two words: rows follow the tokens."""
+    old = open(os.path.join(toy["run"], "final", "vocab.txt"), encoding="utf-8").read().split()
+    new = old[:5] + old[5:40][::-1] + [t for t in old[40:] if t != "[unused7]"] + ["terrific", "[DOMAIN]"]
+    vocab = str(tmp_path / "new_vocab.txt")
+    (tmp_path / "new_vocab.txt").write_text("\n".join(new) + "\n", encoding="utf-8")
+    cfg = FinetuneConfig(data_dir=toy["data"], init_checkpoint=toy["run"], vocab_file=vocab, adapt_vocab=True,
+                         output_dir=str(tmp_path / "out"), do_predict=False, **HPARAMS)
+    checkpoint, config, _, _ = resolve_inputs(cfg)
+    assert config.vocab_size == len(new) == VOCAB_SIZE + 1
+    model = load_classifier(checkpoint, config, "O0", adapt_to=vocab, seed=3)
+    rows = model.bert.embeddings.word_embeddings.weight.asnumpy()
+    old_rows = read_state_dict(find_weights_file(checkpoint))["bert.embeddings.word_embeddings.weight"]
+    shared = [t for t in new if t in old]
+    np.testing.assert_array_equal(rows[[new.index(t) for t in shared]], old_rows[[old.index(t) for t in shared]])
+    assert 0.01 < rows[new.index("terrific")].std() < 0.03  # unspellable: normal(0, initializer_range)
+
+    results = run(cfg)
+    best = results["best_checkpoint"]
+    assert results["best_dev_accuracy_mean"] >= 0.9
+    assert open(os.path.join(best, "vocab.txt"), encoding="utf-8").read().split() == new
+    with open(os.path.join(best, "config.json"), encoding="utf-8") as f:
+        assert json.load(f)["vocab_size"] == len(new)
 
 
 def test_cli_seed_project_flags_and_one_line_error(toy, tmp_path):

@@ -200,6 +200,7 @@ class PretrainConfig:
     eval_batches: int = 100
     log_steps: int = 100
     jit: bool = True
+    compile_cache: bool = True
     seed: int = 12345
     vocab_file: str | None = None
     verify_data: str = "full"

@@ -41,10 +41,14 @@ def cache_path(source: str, flags: list[str]) -> str:
         version = ""
     key = hashlib.sha256(b"\0".join(x.encode() if isinstance(x, str) else x for x in
                                     (text, " ".join(flags), version, _cpu_signature()))).hexdigest()[:16]
-    cache = os.environ.get("SMALLBERT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "smallbert")
     stem = os.path.splitext(os.path.basename(source))[0]
-    return os.path.join(cache, f"{stem}-{key}.so")
+    return os.path.join(cache_dir(), f"{stem}-{key}.so")
+
+
+def cache_dir() -> str:
+    """$SMALLBERT_CACHE_DIR, else $XDG_CACHE_HOME/smallbert, else ~/.cache/smallbert: built kernels, compiled graphs."""
+    return os.environ.get("SMALLBERT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "smallbert")
 
 
 def build(source: str, flags: list[str], what: str, fallback: str, path: str | None = None) -> str | None:

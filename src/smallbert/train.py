@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -32,7 +32,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from mindspore.communication import get_group_size, get_rank, init
 
-from . import cpu_kernels, device
+from . import compile_cache, cpu_kernels, device
 from .checkpoint import (CHECKPOINTS_DIR, FINAL_DIR, TRAINER_STATE_NAME, find_resume_checkpoint, list_checkpoints,
                          read_trainer_state, restore_checkpoint, resume_changes, save_checkpoint, verify_checkpoint)
 from .config import AMP_LEVELS, DEVICES, PRECISIONS, BertConfig, PretrainConfig
@@ -427,6 +427,7 @@ class _Shards:
             except (RuntimeError, StopIteration) as err:
                 raise SmallBertError(f"{flag}: {data_dir}: cannot read a TFRecord example ({err})") from None
             self.seq_length = int(first[0].shape[1])
+            self.shapes = [list(column.shape[1:]) for column in first]
             if self.seq_length > bert_config.max_position_embeddings:
                 raise SmallBertError(f"{flag}: {data_dir}: sequences of {self.seq_length} tokens exceed the "
                                      f"config's max_position_embeddings {bert_config.max_position_embeddings}")
@@ -439,6 +440,7 @@ class _Shards:
                 raise SmallBertError(f"{flag}: {err}") from None
             verify_shards(self.files, self.metadata, verify)
             self.seq_length = int(self.metadata["max_seq_length"])
+            self.shapes = [self.seq_length, self.metadata.get("max_predictions_per_seq"), self.metadata.get("mlm_only")]
 
     def batches(self, batch_size: int, *, epoch: int, seed: int, shuffle: bool, rank: int, world_size: int,
                 skip_batches: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
@@ -712,14 +714,59 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """
     device.set_device(cfg.device_target, cfg.device_id)
     rank, world_size = init_data_parallel()
-    inputs = check_pretrain_inputs(cfg, world_size)
+    inputs = on_every_rank(lambda: check_pretrain_inputs(cfg, world_size), rank, world_size)
     inputs.resume_path = agree_on_resume(cfg, inputs.resume_path, rank, world_size)
-    check_resume(cfg, inputs, world_size)
+    on_every_rank(lambda: check_resume(cfg, inputs, world_size), rank, world_size)
     if cfg.amp != "O0" and cfg.amp_dtype == "bfloat16":
         device.check_bfloat16(inputs.bert_config, cfg.device_target)
     ms.set_seed(cfg.seed)  # after the probe's model: the run's initial weights do not depend on it
-    with output_directory(cfg.output_dir):  # removed again if this run made it and fails before writing to it
+    setup = compile_setup(cfg, inputs, world_size) if cfg.compile_cache and cfg.jit else None
+    # output_directory: removed again if this run made it and fails before writing to it
+    with compile_cache.session(setup), output_directory(cfg.output_dir):
         return _pretrain(cfg, inputs, rank, world_size)
+
+
+# Flags that cannot change which graphs a run compiles, or their order: paths and host-side bookkeeping.
+GRAPH_NEUTRAL_FLAGS = ("data_dir", "eval_data_dir", "output_dir", "vocab_file", "init_checkpoint", "resume",
+                       "resume_force", "device_id", "log_steps", "save_steps", "keep_checkpoint_max", "verify_data",
+                       "compile_cache")
+
+
+def compile_setup(cfg: PretrainConfig, inputs: _Inputs, world_size: int) -> dict[str, Any]:
+    """What decides the graphs this run compiles and their order (`compile_cache`): every other flag, the model
+    config, the data's shapes, the step it resumes from (a resumed run may skip the first evaluation) and the
+    world size."""
+    flags = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in GRAPH_NEUTRAL_FLAGS}
+    return {"flags": flags, "bert_config": inputs.bert_config.to_dict(), "train": inputs.train.shapes,
+            "eval": inputs.eval.shapes if inputs.eval else None, "world_size": world_size,
+            "resume_step": read_trainer_state(inputs.resume_path)["step"] if inputs.resume_path else None}
+
+
+def on_every_rank(check: Callable[[], Any], rank: int, world_size: int) -> Any:
+    """`check()`'s result, or a SmallBertError on every rank when it raised one on any.
+
+    A file one node lacks (`--init_checkpoint`, `--resume PATH`, a shard) fails the check there alone; the other
+    ranks would wait forever in their next collective. Each rank's outcome is all-reduced (one vector of
+    world_size flags), so all stop together and each says which ranks failed. Every rank must call it at the same
+    point of the run; alone it just runs `check`.
+    """
+    if world_size == 1:
+        return check()
+    try:
+        result, problem = check(), None
+    except Exception as err:  # any failure: the other ranks must not wait for this one
+        result, problem = None, err
+    flags = np.zeros(world_size)
+    flags[rank] = problem is not None
+    failed = [r for r, flag in enumerate(sum_over_ranks(flags)) if flag > 0.5]
+    if isinstance(problem, SmallBertError):
+        raise SmallBertError(f"rank {rank} of {world_size}: {problem}") from None
+    if problem is not None:
+        raise problem
+    if failed:
+        raise SmallBertError(f"rank(s) {', '.join(map(str, failed))} of {world_size} failed their input checks "
+                             f"(their logs say why); rank {rank} stops with them")
+    return result
 
 
 def agree_on_resume(cfg: PretrainConfig, local_path: str | None, rank: int, world_size: int) -> str | None:

@@ -8,7 +8,8 @@ continuations); a token the old vocab cannot spell, or a bracketed special such 
 from normal(0, initializer_range) and bias 0, as a fresh BERT does. Old tokens absent from the new vocab are
 dropped. Without a vocab change nothing is touched.
 
-Fine-tuning and distillation use it the same way as pretraining:
+Pretraining adapts whenever --vocab_file differs; fine-tuning and distillation only with --adapt_vocab (there a
+different vocab is more often a mistake than a plan). Either way:
     config = config_for_vocab(config, checkpoint, vocab_file)   # vocab_size follows the vocab
     model = SomeBertModel(config, ...)
     load_weights_for_vocab(model, checkpoint, vocab_file, seed)
@@ -115,12 +116,11 @@ def adapt_rows(state: dict[str, np.ndarray], old: list[str], new: list[str], ini
     return out, VocabChange(kept=len(kept), spelled=len(spelled), random=len(unspelled), dropped=rows - len(kept))
 
 
-def load_weights_for_vocab(model, checkpoint: str, vocab_file: str | None,
-                           seed: int = 0) -> tuple[LoadReport, VocabChange | None]:
-    """Loads `checkpoint` into `model` (built with `config_for_vocab`), adapting the vocabulary rows when
-    `vocab_file` differs from the checkpoint's vocab.txt and printing the kept/new/dropped counts.
-
-    Returns (the LoadReport, the VocabChange or None when the vocab did not change)."""
+def adapted_state(model, checkpoint: str, vocab_file: str | None,
+                  seed: int = 0) -> tuple[str, dict[str, np.ndarray], VocabChange | None]:
+    """(weights file, state dict, VocabChange or None) of `checkpoint`, its vocabulary rows rebuilt for
+    `vocab_file` when that differs from the checkpoint's vocab.txt (printing the kept/new/dropped counts); the names
+    are `model`'s when rows were rebuilt."""
     weights_file = find_weights_file(checkpoint)
     state = read_state_dict(weights_file)
     change, done = vocab_change(checkpoint, vocab_file), None
@@ -128,4 +128,13 @@ def load_weights_for_vocab(model, checkpoint: str, vocab_file: str | None,
         state = normalise_names(state, {p.name for p in model.weights()})
         state, done = adapt_rows(state, *change, model.config.initializer_range, seed)
         print(f"{weights_file}: vocabulary changed to {vocab_file} ({len(change[1])} tokens): {done}")
+    return weights_file, state, done
+
+
+def load_weights_for_vocab(model, checkpoint: str, vocab_file: str | None,
+                           seed: int = 0) -> tuple[LoadReport, VocabChange | None]:
+    """Loads `checkpoint` into `model` (built with `config_for_vocab`) through `adapted_state`.
+
+    Returns (the LoadReport, the VocabChange or None when the vocab did not change)."""
+    weights_file, state, done = adapted_state(model, checkpoint, vocab_file, seed)
     return load_state_dict(model, state, weights_file), done

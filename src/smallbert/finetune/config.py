@@ -19,6 +19,8 @@ class FinetuneConfig:
     `<dev split>_<metric>` (`dev_mismatched_accuracy`); None means the task's main one.
     `do_lower_case` None means: as the checkpoint's tokenizer_config.json says, else True (Google's default).
     `vocab_file` / `bert_config_file` None mean: the checkpoint directory's vocab.txt / config.json.
+    `adapt_vocab`: a `vocab_file` other than the checkpoint's own is allowed; the checkpoint's embedding rows are
+    carried over to it token by token (`vocab_adapter`). Without it such a vocab is refused.
     `init_checkpoint` None means from scratch: a seeded random initialisation of `bert_config_file`'s model
     (both `bert_config_file` and `vocab_file` are then required).
     `cache_dir` None means `encode.default_cache_dir()` (~/.cache/smallbert/finetune).
@@ -37,6 +39,7 @@ class FinetuneConfig:
     labels: tuple[str, ...] | None = None
     metric_for_best: str | None = None
     vocab_file: str | None = None
+    adapt_vocab: bool = False
     bert_config_file: str | None = None
     do_lower_case: bool | None = None
     max_length: int = 64

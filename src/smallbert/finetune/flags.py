@@ -65,6 +65,9 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: FinetuneConfig) 
              "(default: none, train from a seeded random initialisation of --bert_config_file with --vocab_file)")
     add("--bert_config_file", "--config", help="model config JSON (default: the checkpoint directory's config.json)")
     add("--vocab_file", help="WordPiece vocab.txt (default: the checkpoint directory's vocab.txt)")
+    add("--adapt_vocab", action="store_true",
+        help="allow a --vocab_file that is not the checkpoint's: shared tokens keep their embedding rows, new "
+             "ones start as the mean of the old pieces that spell them (the model's vocab_size follows the vocab)")
     add("--do_lower_case", type=boolean, nargs="?", const=True, metavar="{true,false}",
         help="lower-case and strip accents: true for uncased models (default: the checkpoint's "
              "tokenizer_config.json, else true)")

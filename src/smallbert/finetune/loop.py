@@ -42,7 +42,8 @@ from ..model import BertForSequenceClassification
 from ..optim import WarmupPolynomialDecay, build_optimizer
 from ..tokenization import FullTokenizer
 from ..train import DynamicLossScale, TrainStep
-from ..weights import CONFIG_NAME, VOCAB_NAME, find_weights_file, load_state_dict, read_state_dict
+from ..vocab_adapter import adapted_state, vocab_change
+from ..weights import CONFIG_NAME, VOCAB_NAME, find_weights_file, load_state_dict
 from .config import FinetuneConfig
 from .encode import SPECIAL_TOKENS, Encoded, batch_rows, bucket_lengths, default_cache_dir, encode_split, make_batch
 from .metrics import higher_is_better, task_metrics
@@ -107,6 +108,17 @@ def resolve_inputs(cfg: FinetuneConfig) -> tuple[str | None, BertConfig, str, bo
         raise SmallBertError(f"--vocab_file: required, {folder} has no {VOCAB_NAME}")
     if not os.path.isfile(vocab_file):
         raise SmallBertError(f"--vocab_file: {vocab_file}: no such file")
+    if cfg.adapt_vocab and checkpoint is None:
+        raise SmallBertError("--adapt_vocab: needs --init_checkpoint, the checkpoint whose embeddings to adapt")
+    change = vocab_change(checkpoint, cfg.vocab_file) if checkpoint is not None else None
+    if change is not None and not cfg.adapt_vocab:
+        old_tokens, new_tokens = (set(tokens) for tokens in change)
+        raise SmallBertError(
+            f"--vocab_file: {vocab_file} is not {checkpoint}'s {VOCAB_NAME} ({len(new_tokens - old_tokens)} tokens "
+            f"it lacks, {len(old_tokens - new_tokens)} of its tokens gone, {len(change[1])} vs {len(change[0])} "
+            f"lines): pass --adapt_vocab to carry its embedding rows over to this vocab, or leave --vocab_file out")
+    if change is not None:  # load_classifier rebuilds the vocabulary rows in the new vocab's order
+        config = dataclasses.replace(config, vocab_size=len(change[1]))
     do_lower_case = cfg.do_lower_case
     if do_lower_case is None:
         do_lower_case = read_do_lower_case(folder) if folder else True
@@ -177,19 +189,20 @@ def num_outputs(config: BertConfig) -> int:
     return len(config.id2label) if config.id2label else 2
 
 
-def load_classifier(checkpoint: str | None, config: BertConfig, amp: str) -> BertForSequenceClassification:
+def load_classifier(checkpoint: str | None, config: BertConfig, amp: str, adapt_to: str | None = None,
+                    seed: int = 0) -> BertForSequenceClassification:
     """BertForSequenceClassification with `num_outputs(config)` outputs and the checkpoint's weights.
 
     A head the checkpoint lacks, or one with another number of labels (a classifier fine-tuned on another task),
     is initialised fresh, with a log line. `checkpoint` None: every weight is freshly initialised (from scratch),
-    as `ms.set_seed` fixes it.
+    as `ms.set_seed` fixes it. `adapt_to`: a vocab.txt whose token order the embedding rows are rebuilt in when it
+    is not the checkpoint's (`vocab_adapter`; `config` then has its vocab_size), new rows seeded by `seed`.
     """
     model = BertForSequenceClassification(config, num_labels=num_outputs(config), compute_dtype=AMP_DTYPES[amp])
     if checkpoint is None:
         logger.info("no --init_checkpoint: training from a random initialisation")
         return model
-    weights_file = find_weights_file(checkpoint)
-    state = read_state_dict(weights_file)
+    weights_file, state, _ = adapted_state(model, checkpoint, adapt_to, seed)
     head = state.get("classifier.weight")
     if head is not None and head.shape[0] != model.num_labels:
         logger.warning("%s: its classifier head has %d outputs, this task needs %d: initialised fresh", checkpoint,
@@ -414,7 +427,7 @@ def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: B
     """
     ms.set_seed(seed)
     rng = np.random.default_rng(seed)
-    model = load_classifier(checkpoint, config, cfg.amp)
+    model = load_classifier(checkpoint, config, cfg.amp, cfg.vocab_file if cfg.adapt_vocab else None, seed)
     first = first_stage(model, seed) if first_stage is not None and resume_from is None else None
     buckets = bucket_lengths(cfg.max_length, cfg.pad_to_max_length)
     total_steps = len(data.train) // cfg.train_batch_size * cfg.epochs
