@@ -4,6 +4,7 @@ One module-scoped run trains two seeds; the other tests read its outputs or fail
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -277,6 +278,11 @@ def test_adapt_vocab_keeps_shared_rows_and_fine_tunes(toy, tmp_path):
     assert open(os.path.join(best, "vocab.txt"), encoding="utf-8").read().split() == new
     with open(os.path.join(best, "config.json"), encoding="utf-8") as f:
         assert json.load(f)["vocab_size"] == len(new)
+
+    # Evaluating that classifier under the original vocab adapts it back (the sentiment words keep their rows).
+    back = run(dataclasses.replace(cfg, init_checkpoint=best, vocab_file=os.path.join(toy["run"], "final", "vocab.txt"),
+                                   do_train=False, output_dir=str(tmp_path / "eval")))
+    assert back["dev_accuracy"] == results["best_dev_accuracy_mean"]
 
 
 def test_cli_seed_project_flags_and_one_line_error(toy, tmp_path):

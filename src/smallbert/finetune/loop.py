@@ -195,8 +195,9 @@ def load_classifier(checkpoint: str | None, config: BertConfig, amp: str, adapt_
 
     A head the checkpoint lacks, or one with another number of labels (a classifier fine-tuned on another task),
     is initialised fresh, with a log line. `checkpoint` None: every weight is freshly initialised (from scratch),
-    as `ms.set_seed` fixes it. `adapt_to`: a vocab.txt whose token order the embedding rows are rebuilt in when it
-    is not the checkpoint's (`vocab_adapter`; `config` then has its vocab_size), new rows seeded by `seed`.
+    as `ms.set_seed` fixes it. `adapt_to`: the run's --vocab_file; when it is not the checkpoint's vocab.txt (which
+    `resolve_inputs` allows only with --adapt_vocab, giving `config` its vocab_size), the embedding rows are
+    rebuilt in its token order (`vocab_adapter`), new rows seeded by `seed`.
     """
     model = BertForSequenceClassification(config, num_labels=num_outputs(config), compute_dtype=AMP_DTYPES[amp])
     if checkpoint is None:
@@ -427,7 +428,7 @@ def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: B
     """
     ms.set_seed(seed)
     rng = np.random.default_rng(seed)
-    model = load_classifier(checkpoint, config, cfg.amp, cfg.vocab_file if cfg.adapt_vocab else None, seed)
+    model = load_classifier(checkpoint, config, cfg.amp, cfg.vocab_file, seed)
     first = first_stage(model, seed) if first_stage is not None and resume_from is None else None
     buckets = bucket_lengths(cfg.max_length, cfg.pad_to_max_length)
     total_steps = len(data.train) // cfg.train_batch_size * cfg.epochs
@@ -540,7 +541,7 @@ def summarize(runs: list[dict], best_key: str) -> dict:
 
 def evaluate_only(cfg: FinetuneConfig, checkpoint: str, config: BertConfig, data: Data) -> dict:
     """`--do_train false`: the dev metrics of a fine-tuned classifier and, with test files, its predictions."""
-    model = load_classifier(checkpoint, config, cfg.amp)
+    model = load_classifier(checkpoint, config, cfg.amp, cfg.vocab_file)
     if any(name.startswith("classifier.") for name in model.load_report.missing):
         raise SmallBertError(f"--init_checkpoint: {checkpoint} has no classifier head for this task's "
                              f"{model.num_labels} output(s); --do_train false needs a classifier fine-tuned on it "
