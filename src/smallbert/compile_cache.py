@@ -68,11 +68,7 @@ def session(setup: dict | None) -> Iterator[str | None]:
     by other code never enter the entry.
     """
     global _used
-    main = getattr(sys.modules.get("__main__"), "__file__", None)
-    reason = ("not asked for" if setup is None else f"${ENV_SWITCH}=0" if os.environ.get(ENV_SWITCH) == "0"
-              else f"the entry point {main!r} is not a script file" if not main or not os.path.isfile(main)
-              else f"this process already cached its graphs in {_used}" if _used else None)
-    if reason is not None:
+    if setup is None or (reason := _off_reason()) is not None:
         os.environ["MS_COMPILER_CACHE_ENABLE"] = "0"
         if setup is not None:
             logger.info("compile cache: off (%s)", reason)
@@ -87,6 +83,18 @@ def session(setup: dict | None) -> Iterator[str | None]:
         yield path
     finally:
         os.environ["MS_COMPILER_CACHE_ENABLE"] = "0"
+
+
+def _off_reason() -> str | None:
+    """Why this process cannot use the cache now, or None if it can."""
+    if os.environ.get(ENV_SWITCH) == "0":
+        return f"${ENV_SWITCH}=0"
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not main or not os.path.isfile(main):
+        return f"the entry point {main!r} is not a script file"
+    if _used:
+        return f"this process already cached its graphs in {_used}"
+    return None
 
 
 _used: str | None = None
