@@ -13,6 +13,13 @@ between them, so load from other processes on the machine hits all alike. PyTorc
 OMP_WAIT_POLICY=PASSIVE (its spinning OpenMP threads collapse on a busy machine); the throughput ratio is against
 the faster of the two. Prints median seconds per step, sequences/s, the ratio, peak RSS and its ratio, the
 first-step (compile) time, and achieved GFLOP/s against the machine's sgemm peak measured with torch.mm.
+
+With --window N each timed sample is N steps (the first sample, compile included, is reported as the first step),
+and a second MindSpore worker runs them as run_pretrain does between log points: all N launched, then read. It
+prints that worker's speed-up over reading every step and the host time a launch takes (the framework's per-step
+dispatch cost, which the async loop overlaps with the device's work):
+
+    python bench/pretrain_throughput.py --config config/bert_L2_H128.json --batch_size 8 --window 20 --no_compile
 """
 from __future__ import annotations
 
@@ -66,8 +73,17 @@ def mindspore_worker(args, config, batch):
     model.set_train(True)
     net = BertPreTrainingWithLoss(model)
     step = TrainStep(net, build_optimizer("adamw", net.trainable_params(), 1e-4), max_grad_norm=1.0)
-    tensors = tuple(ms.Tensor(x) for x in batch)
-    return lambda: step.step(*tensors).loss
+    # numpy in, as the training loop's batches come: the conversion is part of the framework's cost
+    if args.worker == "mindspore_async":  # as run_pretrain's loop: launch the window's steps, then read them
+        def window():
+            pending = []
+            for _ in range(args.window):
+                start = time.perf_counter()
+                pending.append(step.launch(*batch))
+                LAUNCH_SECONDS.append(time.perf_counter() - start)
+            return [p.read() for p in pending][-1].loss
+        return window
+    return lambda: [step.step(*batch) for _ in range(args.window)][-1].loss
 
 
 def torch_worker(args, config, batch):
@@ -107,7 +123,7 @@ def torch_worker(args, config, batch):
         optimizer.step()
         return loss.item()
 
-    return step
+    return lambda: [step() for _ in range(args.window)][-1]
 
 
 def sgemm_peak_gflops(threads: int) -> float:
@@ -127,6 +143,9 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
+LAUNCH_SECONDS: list[float] = []  # host time of each `TrainStep.launch` in the current sample (async worker)
+
+
 def run_worker(args) -> None:
     """Builds one framework's step, reports its first-step time, then runs one step per 'step' line on stdin."""
     from smallbert import BertConfig
@@ -140,9 +159,12 @@ def run_worker(args) -> None:
     print(json.dumps(reply), flush=True)
     for line in sys.stdin:
         if line.strip() == "step":
+            LAUNCH_SECONDS.clear()
             start = time.perf_counter()
             loss = step()
-            print(json.dumps({"s": time.perf_counter() - start, "loss": loss}), flush=True)
+            seconds = (time.perf_counter() - start) / args.window
+            launch = sum(LAUNCH_SECONDS) / args.window if LAUNCH_SECONDS else None
+            print(json.dumps({"s": seconds, "launch_s": launch, "loss": loss}), flush=True)
         else:
             break
     print(json.dumps({"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}), flush=True)
@@ -157,7 +179,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per framework, after the first")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile worker")
-    parser.add_argument("--worker", choices=("mindspore", "torch", "torch_compile"), help=argparse.SUPPRESS)
+    parser.add_argument("--window", type=int, default=1,
+                        help="steps per timed sample; above 1 adds a MindSpore worker that launches the window's "
+                             "steps before reading any (run_pretrain's loop) beside one that reads every step")
+    parser.add_argument("--worker", choices=("mindspore", "mindspore_async", "torch", "torch_compile"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         run_worker(args)
@@ -168,11 +194,14 @@ def main() -> None:
     config = BertConfig.from_json_file(args.config)
     command = [sys.executable, os.path.abspath(__file__), "--config", args.config, "--batch_size",
                str(args.batch_size), "--seq_length", str(args.seq_length), "--predictions", str(args.predictions),
-               "--threads", str(args.threads), "--worker"]
+               "--threads", str(args.threads), "--window", str(args.window), "--worker"]
     # PyTorch runs twice: as installed, and with OpenMP's passive wait. On a loaded machine the default spinning
     # threads can make torch several times slower; the ratio is taken against the faster of the two.
-    runs = {"mindspore": ("mindspore", {}), "torch": ("torch", {}),
-            "torch (OMP passive)": ("torch", {"OMP_WAIT_POLICY": "PASSIVE"})}
+    runs = {"mindspore": ("mindspore", {})}
+    if args.window > 1:
+        runs["mindspore (async)"] = ("mindspore_async", {})
+    runs.update({"torch": ("torch", {}),
+            "torch (OMP passive)": ("torch", {"OMP_WAIT_POLICY": "PASSIVE"})})
     if not args.no_compile:
         runs["torch.compile"] = ("torch_compile", {})
     workers, first = {}, {}
@@ -181,11 +210,15 @@ def main() -> None:
                                          text=True, env={**os.environ, **env})
         first[name] = json.loads(workers[name].stdout.readline())["first_step_s"]
     times = {name: [] for name in runs}
+    launches = []
     for _ in range(args.steps):
         for name, worker in workers.items():
             worker.stdin.write("step\n")
             worker.stdin.flush()
-            times[name].append(json.loads(worker.stdout.readline())["s"])
+            reply = json.loads(worker.stdout.readline())
+            times[name].append(reply["s"])
+            if reply["launch_s"] is not None:
+                launches.append(reply["launch_s"])
     rss = {}
     for name, worker in workers.items():
         worker.stdin.write("exit\n")
@@ -196,8 +229,8 @@ def main() -> None:
     flops = train_flops(config, args.batch_size, args.seq_length, args.predictions)
 
     print(f"config {os.path.basename(args.config)}, batch {args.batch_size}, seq {args.seq_length}, "
-          f"{args.predictions} predictions, {args.threads} threads, {args.steps} alternating steps each, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"{args.predictions} predictions, {args.threads} threads, {args.steps} alternating samples of "
+          f"{args.window} step(s) each, load average {os.getloadavg()[0]:.1f}")
     print(f"sgemm peak (torch.mm 2048³): {peak:.1f} GFLOP/s; one train step = {flops / 1e9:.1f} GFLOP")
     median = {name: statistics.median(times[name]) for name in runs}
     for name in runs:
@@ -208,6 +241,13 @@ def main() -> None:
     torch_best = min(median["torch"], median["torch (OMP passive)"])
     print(f"throughput ratio mindspore/torch (faster torch setting): {torch_best / median['mindspore']:.2f}x; "
           f"memory ratio mindspore/torch: {rss['mindspore'] / rss['torch']:.2f}x")
+    if launches:
+        async_ = median["mindspore (async)"]
+        print(f"mindspore async vs read-every-step: {median['mindspore'] / async_:.2f}x; host time to launch a "
+              f"step {1e3 * statistics.median(launches):.2f} ms (median), i.e. {statistics.median(launches) / async_:.1%}"
+              f" of the async step; per-step cost of reading every step "
+              f"{1e3 * (median['mindspore'] - async_):.2f} ms; async steps/s {1 / async_:.1f} vs torch "
+              f"{1 / torch_best:.1f} ({torch_best / async_:.2f}x)")
     if "torch.compile" in runs:
         print(f"throughput ratio mindspore/torch.compile: {median['torch.compile'] / median['mindspore']:.2f}x; "
               f"memory ratio mindspore/torch.compile: {rss['mindspore'] / rss['torch.compile']:.2f}x")

@@ -17,7 +17,8 @@ from smallbert.data.instances import InstanceConfig
 from smallbert.data.pipeline import PipelineConfig, create_pretraining_data
 from smallbert.optim import WarmupPolynomialDecay
 from smallbert.errors import SmallBertError
-from smallbert.train import PretrainConfig, StepOutput, TrainStep, check_pretrain_inputs, check_resume, pretrain
+from smallbert.train import (PretrainConfig, StepOutput, TrainStep, check_pretrain_inputs, check_resume, next_event,
+                             pretrain)
 
 CORPUS = """\
 The river runs from the hills to the sea.
@@ -237,16 +238,16 @@ def test_resume_after_a_crash_matches_a_straight_run(corpus_shards, straight_run
     carried over; dropout is on)."""
     output_dir = tmp_path / "resumed"
     calls = {"n": 0}
-    step = TrainStep.step
+    launch = TrainStep.launch
 
     def crash_after_checkpoint(self, *batch):
         calls["n"] += 1
         if calls["n"] > SAVE_AT:
             raise KeyboardInterrupt
-        return step(self, *batch)
+        return launch(self, *batch)
 
     with monkeypatch.context() as patch:
-        patch.setattr(TrainStep, "step", crash_after_checkpoint)
+        patch.setattr(TrainStep, "launch", crash_after_checkpoint)
         with pytest.raises(KeyboardInterrupt):
             pretrain(run_config(corpus_shards, output_dir))
     assert os.listdir(output_dir / "checkpoints") == [f"step_{SAVE_AT}"]
@@ -352,17 +353,33 @@ def test_epochs_on_another_world_size_is_not_restretched_silently(corpus_shards,
 
 
 def test_a_run_that_only_overflows_stops(corpus_shards, tmp_path, monkeypatch):
-    """Skipped steps are not updates, so a diverged run (every gradient inf/nan) would read data forever."""
+    """Skipped steps are not updates, so a diverged run (every gradient inf/nan) would read data forever.
+
+    Also how the loop meets the device: it launches the steps up to the next log point (log_steps=5) without
+    waiting, then reads them; a window that ends short on skipped steps is launched again."""
     calls = []
 
-    def overflow(self, *batch):
-        calls.append(1)
-        return StepOutput(loss=float("nan"), aux=(float("nan"), float("nan")), overflow=True, loss_scale=1.0)
+    class Overflowed:
+        def read(self):
+            calls.append("read")
+            return StepOutput(loss=float("nan"), aux=(float("nan"), float("nan")), overflow=True, loss_scale=1.0)
 
-    monkeypatch.setattr(TrainStep, "step", overflow)
+    def overflow(self, *batch):
+        calls.append("launch")
+        return Overflowed()
+
+    monkeypatch.setattr(TrainStep, "launch", overflow)
     with pytest.raises(SmallBertError, match="training diverged: the last 100 steps after update 0 all had inf/nan"):
         pretrain(run_config(corpus_shards, tmp_path / "diverged", eval_data_dir=None))
-    assert len(calls) == 100
+    assert calls == (["launch"] * 5 + ["read"] * 5) * 20
+
+
+def test_next_event_is_the_nearest_log_eval_or_save_point():
+    assert next_event(0, 30, 5, 15, 15) == 5
+    assert next_event(5, 30, 5, 15, 15) == 10
+    assert next_event(13, 30, 100, 0, 15) == 15
+    assert next_event(15, 30, 100, 0, 0) == 30  # 0: never
+    assert next_event(28, 30, 5, 0, 1000) == 30  # never past the end
 
 
 def test_mlm_only_trains_without_the_nsp_head(corpus_shards, mlm_only_shards, tmp_path):

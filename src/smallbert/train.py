@@ -122,6 +122,19 @@ class StepOutput(NamedTuple):
     loss_scale: float
 
 
+class PendingStep(NamedTuple):
+    """A step `TrainStep.launch` has queued: its device outputs, not yet read. `read()` waits for the step."""
+
+    micro_outputs: list
+    overflow: Tensor
+    loss_scale: Tensor
+
+    def read(self) -> StepOutput:
+        merged = [_merge([out[j].asnumpy() for out in self.micro_outputs]) for j in range(len(self.micro_outputs[0]))]
+        return StepOutput(loss=float(merged[0]), aux=tuple(merged[1:]), overflow=bool(self.overflow.asnumpy()),
+                          loss_scale=float(self.loss_scale.asnumpy()))
+
+
 class TrainStep(nn.Cell):
     """One optimizer step for any net with a loss, compiled as MindSpore graphs.
 
@@ -138,7 +151,8 @@ class TrainStep(nn.Cell):
             stock loss-scale cell's check does not run on CPU), clipped to global norm `max_grad_norm` (<= 0: no
             clipping) — after unscaling, so the threshold means the true norm — and given to the optimizer unless
             they overflowed. A skipped step does not advance the optimizer's `global_step`, hence
-            not the learning rate either. Returns a `StepOutput`.
+            not the learning rate either. Returns a `StepOutput`. `launch(*batch)` does the same without waiting:
+            it returns a `PendingStep` whose `read()` is that `StepOutput`.
 
     Graphs: with jit=True (the default) the whole step is one graph when accumulation_steps == 1; otherwise one
     graph per micro-batch (forward, backward, add into `accumulated_grads.*` buffers) and one for the update.
@@ -229,23 +243,27 @@ class TrainStep(nn.Cell):
             ops.assign(buffer, ops.zeros_like(buffer))
         return overflow, scale
 
-    def step(self, *batch) -> StepOutput:
-        """One optimizer update on `batch` (leading axis accumulation_steps × B); see the class docstring."""
-        batch = tuple(Tensor(x) if isinstance(x, np.ndarray) else x for x in batch)
+    def launch(self, *batch) -> "PendingStep":
+        """Dispatches one optimizer update on `batch` (see the class docstring) without waiting for it.
+
+        MindSpore runs graphs asynchronously: the call returns once the work is queued, and only reading a result
+        (`PendingStep.read`) waits. A loop that launches several steps before reading any keeps the device busy
+        while the host prepares the next batch."""
         k = self.accumulation_steps
         split = getattr(self.net_with_loss, "split_batch", None)
         if k == 1:
             if split is not None and self.grad_reducer is not None:  # the loss's denominator spans the ranks
                 batch = split(batch, 1)[0]
-            outputs, overflow, scale = self._fused_step(*batch)
-            micro_outputs = [outputs]
-        else:
-            split = split or split_batch
-            micro_outputs = [self._accumulate(*micro) for micro in split(batch, k)]
-            overflow, scale = self._apply_accumulated()
-        merged = [_merge([out[j].asnumpy() for out in micro_outputs]) for j in range(len(micro_outputs[0]))]
-        return StepOutput(loss=float(merged[0]), aux=tuple(merged[1:]), overflow=bool(overflow.asnumpy()),
-                          loss_scale=float(scale.asnumpy()))
+            outputs, overflow, scale = self._fused_step(*_tensors(batch))
+            return PendingStep([outputs], overflow, scale)
+        micro_batches = (split or split_batch)(batch, k)
+        micro_outputs = [self._accumulate(*_tensors(micro)) for micro in micro_batches]
+        overflow, scale = self._apply_accumulated()
+        return PendingStep(micro_outputs, overflow, scale)
+
+    def step(self, *batch) -> StepOutput:
+        """One optimizer update on `batch` (leading axis accumulation_steps × B), waited for; see `launch`."""
+        return self.launch(*batch).read()
 
     def state_parameters(self) -> list[Parameter]:
         """Parameters a resume needs besides the net's weights: optimizer, loss-scale and dropout-generator state."""
@@ -262,6 +280,10 @@ def split_batch(batch: Sequence[Tensor], k: int) -> list[tuple[Tensor, ...]]:
         raise ValueError(f"batch of {rows} rows does not split into {k} equal micro-batches")
     size = rows // k
     return [tuple(x[i * size:(i + 1) * size] for x in batch) for i in range(k)]
+
+
+def _tensors(batch: Sequence) -> tuple[Tensor, ...]:
+    return tuple(Tensor(x) if isinstance(x, np.ndarray) else x for x in batch)
 
 
 def global_norm(tensors: Sequence[Tensor]) -> Tensor:
@@ -317,9 +339,13 @@ class BertPreTrainingWithLoss(nn.Cell):
         super().__init__(auto_prefix=False)  # keep the model's Hugging Face parameter names
         self.model = model
         self.mlm_only = mlm_only
+        # sums the ranks' shares of the MLM denominator (see split_batch)
+        self.rank_sum = ops.AllReduce() if _data_parallel_world_size() > 1 else None
 
     def construct(self, input_ids, input_mask, segment_ids, masked_lm_positions, masked_lm_ids, masked_lm_weights,
                   next_sentence_labels, mlm_denominator=None):
+        if mlm_denominator is not None and self.rank_sum is not None:
+            mlm_denominator = ops.stop_gradient(self.rank_sum(mlm_denominator))
         if self.mlm_only:
             mlm_logits = self.model.masked_lm_only(input_ids, segment_ids, input_mask, masked_lm_positions)
             mlm_loss = masked_lm_loss(mlm_logits, masked_lm_ids, masked_lm_weights, mlm_denominator)
@@ -332,16 +358,18 @@ class BertPreTrainingWithLoss(nn.Cell):
     @staticmethod
     def split_batch(batch: Sequence[Tensor], k: int) -> list[tuple[Tensor, ...]]:
         """k micro-batches, each with `mlm_denominator` = (sum(w) + 1e-5) / (k · ranks), sum(w) over the WHOLE
-        batch of all data-parallel ranks (one all-reduce of a scalar).
+        batch of all data-parallel ranks.
 
         Micro-batches and ranks rarely hold the same number of real predictions; normalising each by its own
         would weight a prediction by the size of its slice. With the shared denominator, averaging gradients over
         k micro-batches and N ranks gives exactly the gradient of one process on the N·k micro-batches' union,
-        whose MLM loss is Google's sum(w · nll) / (sum(w) + 1e-5). (Google's TPU code normalises per core.)"""
+        whose MLM loss is Google's sum(w · nll) / (sum(w) + 1e-5). (Google's TPU code normalises per core.)
+        Each rank passes its own share, (sum of its w + 1e-5 / N) / (k · N), and `construct` sums the shares
+        over the ranks in the graph: a host-side all-reduce here would wait for the previous step every step."""
         weights = batch[PRETRAINING_COLUMNS.index("masked_lm_weights")]
-        total = float(sum_over_ranks(np.array([float(weights.sum())]))[0])
-        denominator = Tensor((total + 1e-5) / (k * _data_parallel_world_size()), mstype.float32)
-        return [micro + (denominator,) for micro in split_batch(batch, k)]
+        ranks = _data_parallel_world_size()
+        share = Tensor((float(weights.sum()) + 1e-5 / ranks) / (k * ranks), mstype.float32)
+        return [micro + (share,) for micro in split_batch(batch, k)]
 
 
 class BertPreTrainingMetrics(nn.Cell):
@@ -804,6 +832,12 @@ def agree_on_resume(cfg: PretrainConfig, local_path: str | None, rank: int, worl
     return path
 
 
+def next_event(step: int, total_steps: int, *every: int) -> int:
+    """The first update after `step` at which the loop logs, evaluates or saves: the next multiple of any
+    non-zero period in `every`, and at most `total_steps`."""
+    return min([total_steps] + [(step // n + 1) * n for n in every if n > 0])
+
+
 def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) -> dict[str, Any]:
     """`pretrain` after its checks, in an existing `cfg.output_dir`."""
     compute_dtype = mstype.float32 if cfg.amp == "O0" else AMP_DTYPES[cfg.amp_dtype]
@@ -870,36 +904,51 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
     results: dict[str, Any] = {}
     if metrics_fn is not None and step == 0:  # the starting point, e.g. an --init_checkpoint's domain gap
         results["initial_eval_perplexity"] = run_eval()["eval_perplexity"]
+    def batch_stream() -> Iterator[tuple[np.ndarray, ...]]:
+        """This rank's batches from the resume point on, epoch after epoch; `batches_done` counts those taken."""
+        nonlocal epoch, batches_done
+        while True:
+            if batches_done >= batches_per_epoch:
+                epoch, batches_done = epoch + 1, 0
+            for batch in inputs.train.batches(cfg.train_batch_size, epoch=epoch, seed=cfg.seed, shuffle=True,
+                                              rank=rank, world_size=world_size, skip_batches=batches_done):
+                batches_done += 1
+                yield batch
+
+    # Steps are launched without waiting up to the next update that logs, evaluates or saves, and only then read
+    # back: MindSpore queues the graphs, so the device never waits for the host between them. The bar counts
+    # launched steps and is set back to the updates made (overflow-skipped steps do not count) at each read.
     bar = tqdm(total=total_steps, initial=step, unit="step", disable=rank != 0, dynamic_ncols=True)
+    stream = batch_stream()
     skipped_in_a_row = 0
     while step < total_steps:
-        if batches_done >= batches_per_epoch:
-            epoch, batches_done = epoch + 1, 0
-        for batch in inputs.train.batches(cfg.train_batch_size, epoch=epoch, seed=cfg.seed, shuffle=True,
-                                          rank=rank, world_size=world_size, skip_batches=batches_done):
-            out = train_step.step(*batch)
-            batches_done += 1
+        target = next_event(step, total_steps, cfg.log_steps, cfg.eval_steps if metrics_fn else 0, cfg.save_steps)
+        pending = []
+        for _ in range(target - step):
+            pending.append(train_step.launch(*next(stream)))
+            bar.update()
+        for out in (p.read() for p in pending):
             log.add(out)
             if out.overflow:
                 overflow_steps += 1
                 skipped_in_a_row += 1
                 check_not_diverged(skipped_in_a_row, step, out.loss_scale)
-                bar.set_postfix(loss=f"{out.loss:.4f}", skipped=overflow_steps, refresh=False)
-                continue
-            step += 1
-            skipped_in_a_row = 0
-            bar.update()
-            bar.set_postfix(loss=f"{out.loss:.4f}", skipped=overflow_steps, refresh=False)
-            if step % cfg.log_steps == 0 or step == total_steps:
-                applied = int(optimizer.global_step.asnumpy()[0])
-                results.update(log.flush(step, epoch, schedule.value(max(applied - 1, 0)), out.loss_scale,
-                                         overflow_steps, cfg.train_batch_size * world_size))
-            if metrics_fn is not None and (cfg.eval_steps and step % cfg.eval_steps == 0 or step == total_steps):
-                results.update(run_eval())
-            if cfg.save_steps and step % cfg.save_steps == 0 and step != total_steps:
-                save()
-            if step == total_steps:
-                break
+            else:
+                step += 1
+                skipped_in_a_row = 0
+        bar.n = step
+        bar.set_postfix(loss=f"{out.loss:.4f}", skipped=overflow_steps)
+        if step < target:  # overflow-skipped steps: launch the rest of the window
+            continue
+        if step % cfg.log_steps == 0 or step == total_steps:
+            applied = int(optimizer.global_step.asnumpy()[0])
+            results.update(log.flush(step, epoch, schedule.value(max(applied - 1, 0)), out.loss_scale,
+                                     overflow_steps, cfg.train_batch_size * world_size))
+        if metrics_fn is not None and (cfg.eval_steps and step % cfg.eval_steps == 0 or step == total_steps):
+            results.update(run_eval())
+        if cfg.save_steps and step % cfg.save_steps == 0 and step != total_steps:
+            save()
+    stream.close()
     bar.close()
     if rank == 0 and "initial_eval_perplexity" in results:
         tqdm.write(f"eval perplexity {results['initial_eval_perplexity']:.2f} at step 0 → "
