@@ -63,6 +63,11 @@ def test_npu_saturation_by_device_and_soc(target, features, environ, expected):
     assert device.npu_saturates(target, features.__contains__, environ) is expected
 
 
+def test_the_loop_queues_steps_on_accelerators_only():
+    assert not device.queues_steps("CPU")
+    assert device.queues_steps("GPU") and device.queues_steps("Ascend")
+
+
 def test_this_machine_does_not_saturate():
     assert not device.npu_saturates()
     assert device.npu_status_check() is None

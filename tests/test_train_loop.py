@@ -12,6 +12,7 @@ import pytest
 
 import mindspore as ms
 
+from smallbert import device
 from smallbert.config import BertConfig
 from smallbert.data.instances import InstanceConfig
 from smallbert.data.pipeline import PipelineConfig, create_pretraining_data
@@ -352,16 +353,22 @@ def test_epochs_on_another_world_size_is_not_restretched_silently(corpus_shards,
         in caplog.text
 
 
-def test_a_run_that_only_overflows_stops(corpus_shards, tmp_path, monkeypatch):
+@pytest.mark.parametrize("queue", [False, True], ids=["cpu", "accelerator"])
+def test_a_run_that_only_overflows_stops(corpus_shards, tmp_path, monkeypatch, queue):
     """Skipped steps are not updates, so a diverged run (every gradient inf/nan) would read data forever.
 
-    Also how the loop meets the device: it launches the steps up to the next log point (log_steps=5) without
-    waiting, then reads them; a window that ends short on skipped steps is launched again."""
+    Also how the loop meets the device: on an accelerator it launches the steps up to the next log point
+    (log_steps=5) without waiting, then reads them, and a window that ends short on skipped steps is launched
+    again; on CPU it reads each step as it launches it."""
     calls = []
 
     class Overflowed:
+        read_ = False
+
         def read(self):
-            calls.append("read")
+            if not self.read_:
+                calls.append("read")
+                self.read_ = True
             return StepOutput(loss=float("nan"), aux=(float("nan"), float("nan")), overflow=True, loss_scale=1.0)
 
     def overflow(self, *batch):
@@ -369,9 +376,10 @@ def test_a_run_that_only_overflows_stops(corpus_shards, tmp_path, monkeypatch):
         return Overflowed()
 
     monkeypatch.setattr(TrainStep, "launch", overflow)
+    monkeypatch.setattr(device, "queues_steps", lambda target: queue)
     with pytest.raises(SmallBertError, match="training diverged: the last 100 steps after update 0 all had inf/nan"):
         pretrain(run_config(corpus_shards, tmp_path / "diverged", eval_data_dir=None))
-    assert calls == (["launch"] * 5 + ["read"] * 5) * 20
+    assert calls == ((["launch"] * 5 + ["read"] * 5) * 20 if queue else ["launch", "read"] * 100)
 
 
 def test_next_event_is_the_nearest_log_eval_or_save_point():

@@ -122,17 +122,22 @@ class StepOutput(NamedTuple):
     loss_scale: float
 
 
-class PendingStep(NamedTuple):
-    """A step `TrainStep.launch` has queued: its device outputs, not yet read. `read()` waits for the step."""
+class PendingStep:
+    """A step `TrainStep.launch` has queued: its device outputs, not yet read. `read()` waits for the step the
+    first time and returns the same `StepOutput` after."""
 
-    micro_outputs: list
-    overflow: Tensor
-    loss_scale: Tensor
+    def __init__(self, micro_outputs: list, overflow: Tensor, loss_scale: Tensor):
+        self.micro_outputs, self.overflow, self.loss_scale = micro_outputs, overflow, loss_scale
+        self._output: StepOutput | None = None
 
     def read(self) -> StepOutput:
-        merged = [_merge([out[j].asnumpy() for out in self.micro_outputs]) for j in range(len(self.micro_outputs[0]))]
-        return StepOutput(loss=float(merged[0]), aux=tuple(merged[1:]), overflow=bool(self.overflow.asnumpy()),
-                          loss_scale=float(self.loss_scale.asnumpy()))
+        if self._output is None:
+            outs = self.micro_outputs
+            merged = [_merge([out[j].asnumpy() for out in outs]) for j in range(len(outs[0]))]
+            self._output = StepOutput(loss=float(merged[0]), aux=tuple(merged[1:]),
+                                      overflow=bool(self.overflow.asnumpy()),
+                                      loss_scale=float(self.loss_scale.asnumpy()))
+        return self._output
 
 
 class TrainStep(nn.Cell):
@@ -145,8 +150,9 @@ class TrainStep(nn.Cell):
         step(*batch) takes arrays or Tensors with a leading batch axis of size accumulation_steps × B and performs
             ONE optimizer update: the batch is split into `accumulation_steps` micro-batches of B rows (by
             `net_with_loss.split_batch(batch, k)` when the net defines it, e.g. to add a normaliser shared by all
-            micro-batches and ranks; a single process without accumulation needs no split); their gradients are summed and divided by `accumulation_steps`, so the update equals one
-            step on the whole batch, at a micro-batch's memory. Under data parallel the gradients are then averaged
+            micro-batches and ranks; a single process without accumulation needs no split); their gradients are
+            summed and divided by `accumulation_steps`, so the update equals one step on the whole batch, at a
+            micro-batch's memory. Under data parallel the gradients are then averaged
             across ranks. They are unscaled by the loss scale, checked for inf/nan through their global norm (the
             stock loss-scale cell's check does not run on CPU), clipped to global norm `max_grad_norm` (<= 0: no
             clipping) — after unscaling, so the threshold means the true norm — and given to the optimizer unless
@@ -915,9 +921,11 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
                 batches_done += 1
                 yield batch
 
-    # Steps are launched without waiting up to the next update that logs, evaluates or saves, and only then read
-    # back: MindSpore queues the graphs, so the device never waits for the host between them. The bar counts
-    # launched steps and is set back to the updates made (overflow-skipped steps do not count) at each read.
+    # On an accelerator the steps up to the next update that logs, evaluates or saves are launched without
+    # waiting and only then read back: MindSpore queues the graphs, so the device never waits for the host between
+    # them. On CPU each step is read as it is launched (`device.queues_steps`). The bar counts launched steps and
+    # is set back to the updates made (overflow-skipped steps do not count) at each read.
+    queue = device.queues_steps(cfg.device_target)
     bar = tqdm(total=total_steps, initial=step, unit="step", disable=rank != 0, dynamic_ncols=True)
     stream = batch_stream()
     skipped_in_a_row = 0
@@ -926,6 +934,8 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
         pending = []
         for _ in range(target - step):
             pending.append(train_step.launch(*next(stream)))
+            if not queue:
+                pending[-1].read()
             bar.update()
         for out in (p.read() for p in pending):
             log.add(out)
