@@ -19,7 +19,7 @@ from smallbert.data.pipeline import PipelineConfig, create_pretraining_data
 from smallbert.optim import WarmupPolynomialDecay
 from smallbert.errors import SmallBertError
 from smallbert.train import (PretrainConfig, StepOutput, TrainStep, check_pretrain_inputs, check_resume, next_event,
-                             pretrain)
+                             pretrain, run_steps)
 
 CORPUS = """\
 The river runs from the hills to the sea.
@@ -380,6 +380,25 @@ def test_a_run_that_only_overflows_stops(corpus_shards, tmp_path, monkeypatch, q
     with pytest.raises(SmallBertError, match="training diverged: the last 100 steps after update 0 all had inf/nan"):
         pretrain(run_config(corpus_shards, tmp_path / "diverged", eval_data_dir=None))
     assert calls == ((["launch"] * 5 + ["read"] * 5) * 20 if queue else ["launch", "read"] * 100)
+
+
+@pytest.mark.parametrize("queue", [False, True], ids=["cpu", "accelerator"])
+def test_run_steps_reads_each_step_on_cpu_and_all_at_the_end_on_accelerators(queue):
+    calls = []
+
+    class Step:
+        def launch(self, *batch):
+            calls.append(("launch", batch[0]))
+            out = StepOutput(loss=float(batch[0]), aux=(), overflow=False, loss_scale=1.0)
+            return type("Pending", (), {"read": lambda self: calls.append(("read", batch[0])) or out})()
+
+    outs = run_steps(Step(), [(i,) for i in range(3)], queue)
+    assert [o.loss for o in outs] == [0.0, 1.0, 2.0]
+    launches = [("launch", i) for i in range(3)]
+    reads = [("read", i) for i in range(3)]
+    # on CPU each step is read again at the end; PendingStep.read returns its first result then
+    expected = launches + reads if queue else [c for pair in zip(launches, reads) for c in pair] + reads
+    assert calls == expected
 
 
 def test_next_event_is_the_nearest_log_eval_or_save_point():

@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -277,6 +277,22 @@ class TrainStep(nn.Cell):
         skip = {id(p) for p in self.accumulated_grads} if self.accumulation_steps > 1 else set()
         return ([p for p in self.get_parameters() if id(p) not in own and id(p) not in skip]
                 + cpu_kernels.rng_state(self.net_with_loss))
+
+
+def run_steps(train_step: TrainStep, batches: Iterable[Sequence], queue: bool, bar: tqdm | None = None
+              ) -> list[StepOutput]:
+    """One `train_step` update per batch (e.g. a fine-tuning epoch); returns their outputs in order.
+
+    With `queue` (an accelerator, `device.queues_steps`) every step is launched before any is read, so the
+    device never waits for the host; otherwise each is read as it is launched and its loss shown on `bar`."""
+    pending = []
+    for batch in batches:
+        pending.append(train_step.launch(*batch))
+        if not queue:
+            loss = pending[-1].read().loss
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss:.4f}")
+    return [p.read() for p in pending]
 
 
 def split_batch(batch: Sequence[Tensor], k: int) -> list[tuple[Tensor, ...]]:

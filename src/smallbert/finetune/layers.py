@@ -22,11 +22,12 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from tqdm import tqdm
 
+from .. import device
 from ..errors import SmallBertError
 from ..model import BertForSequenceClassification, truncated_normal
 from ..optim import WarmupPolynomialDecay, build_optimizer
 from ..tokenization import FullTokenizer
-from ..train import DynamicLossScale, TrainStep
+from ..train import DynamicLossScale, TrainStep, run_steps
 from .config import DistillConfig
 from .encode import Encoded, batch_rows, bucket_lengths, make_batch
 
@@ -137,15 +138,13 @@ def train_layers(student: BertForSequenceClassification, teacher: BertForSequenc
     teacher.set_train(False)
     epochs = []
     for epoch in range(1, cfg.intermediate_epochs + 1):
-        start, losses = time.perf_counter(), []
+        start = time.perf_counter()
         bar = tqdm(batch_rows(train_ids.lengths, cfg.train_batch_size, buckets, rng),
                    desc=f"seed {seed} layers {epoch}/{cfg.intermediate_epochs}", unit="batch")
-        for rows in bar:
-            out = step.step(*make_batch(train_ids, rows, buckets, cfg.train_batch_size))
-            if not out.overflow:
-                losses.append(out.loss)
-            bar.set_postfix(loss=f"{out.loss:.4f}")
+        outs = run_steps(step, (make_batch(train_ids, rows, buckets, cfg.train_batch_size) for rows in bar),
+                         device.queues_steps(cfg.device_target), bar)
         bar.close()
+        losses = [out.loss for out in outs if not out.overflow]
         epochs.append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                        "train_seconds": round(time.perf_counter() - start, 2)})
         logger.info("seed %d layer distillation epoch %d/%d: loss %.4f (%.0f s)", seed, epoch,

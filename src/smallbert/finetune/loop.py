@@ -35,13 +35,14 @@ from tqdm import tqdm
 
 from ..checkpoint import (FINAL_DIR, find_resume_checkpoint, list_checkpoints, read_trainer_state,
                           restore_checkpoint, save_checkpoint)
+from .. import device
 from ..config import BertConfig
 from ..errors import SmallBertError, output_directory
 from ..fileio import atomic_open, write_json
 from ..model import BertForSequenceClassification
 from ..optim import WarmupPolynomialDecay, build_optimizer
 from ..tokenization import FullTokenizer
-from ..train import DynamicLossScale, TrainStep
+from ..train import DynamicLossScale, TrainStep, run_steps
 from ..vocab_adapter import adapted_state, vocab_change
 from ..weights import CONFIG_NAME, VOCAB_NAME, find_weights_file, load_state_dict
 from .config import FinetuneConfig
@@ -451,16 +452,14 @@ def train_seed(seed: int, cfg: FinetuneConfig, checkpoint: str | None, config: B
         logger.info("seed %d: resuming from %s after epoch %d of %d", seed, resume_from, len(epochs), cfg.epochs)
     for epoch in range(len(epochs) + 1, cfg.epochs + 1):
         model.set_train(True)
-        start, losses, skipped = time.perf_counter(), [], 0
+        start = time.perf_counter()
         bar = tqdm(batch_rows(data.train_ids.lengths, cfg.train_batch_size, buckets, rng),
                    desc=f"seed {seed} epoch {epoch}/{cfg.epochs}", unit="batch")
-        for rows in bar:
-            batch = make_batch(data.train_ids, rows, buckets, cfg.train_batch_size)
-            out = step.step(*batch, *(train_columns(rows) if train_columns else (data.train.labels[rows],)))
-            losses.append(out.loss)
-            skipped += out.overflow
-            bar.set_postfix(loss=f"{out.loss:.4f}")
+        outs = run_steps(step, ((*make_batch(data.train_ids, rows, buckets, cfg.train_batch_size),
+                                 *(train_columns(rows) if train_columns else (data.train.labels[rows],)))
+                                for rows in bar), device.queues_steps(cfg.device_target), bar)
         bar.close()
+        losses, skipped = [out.loss for out in outs], sum(out.overflow for out in outs)
         seconds = time.perf_counter() - start
         model.set_train(False)
         dev = evaluate(forward, data, cfg.eval_batch_size, buckets, model.num_labels)
