@@ -370,7 +370,10 @@ def test_overwrite_clears_the_earlier_run(toy, trained, tmp_path):
     assert sorted(os.listdir(out)) == ["eval_results.json", "test_predictions.tsv"]
 
 
-def test_default_cache_dir_honours_xdg(monkeypatch, tmp_path):
+def test_default_cache_dir_honours_smallbert_then_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("SMALLBERT_CACHE_DIR", str(tmp_path / "own"))
+    assert default_cache_dir() == str(tmp_path / "own" / "finetune")
+    monkeypatch.delenv("SMALLBERT_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_cache_dir() == str(tmp_path / "smallbert" / "finetune")
     monkeypatch.delenv("XDG_CACHE_HOME")

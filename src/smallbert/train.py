@@ -945,15 +945,14 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
     bar = tqdm(total=total_steps, initial=step, unit="step", disable=rank != 0, dynamic_ncols=True)
     stream = batch_stream()
     skipped_in_a_row = 0
+    def counted(n: int) -> Iterator[tuple[np.ndarray, ...]]:
+        for _ in range(n):
+            yield next(stream)
+            bar.update()
+
     while step < total_steps:
         target = next_event(step, total_steps, cfg.log_steps, cfg.eval_steps if metrics_fn else 0, cfg.save_steps)
-        pending = []
-        for _ in range(target - step):
-            pending.append(train_step.launch(*next(stream)))
-            if not queue:
-                pending[-1].read()
-            bar.update()
-        for out in (p.read() for p in pending):
+        for out in run_steps(train_step, counted(target - step), queue, bar):
             log.add(out)
             if out.overflow:
                 overflow_steps += 1

@@ -23,7 +23,7 @@ class FinetuneConfig:
     carried over to it token by token (`vocab_adapter`). Without it such a vocab is refused.
     `init_checkpoint` None means from scratch: a seeded random initialisation of `bert_config_file`'s model
     (both `bert_config_file` and `vocab_file` are then required).
-    `cache_dir` None means `encode.default_cache_dir()` (~/.cache/smallbert/finetune).
+    `cache_dir` None means `encode.default_cache_dir()` (~/.cache/smallbert/finetune, or under $SMALLBERT_CACHE_DIR).
     `overwrite`: clear a non-empty `output_dir` first instead of refusing it.
     `resume`: continue from the newest epoch checkpoint in `output_dir` (per seed with several seeds), if any.
     """

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from .. import native
 from ..tokenization import FullTokenizer
 from .tasks import Split
 
@@ -19,10 +20,10 @@ BUCKETS = (16, 32, 64, 128, 256)
 
 
 def default_cache_dir() -> str:
-    """$XDG_CACHE_HOME/smallbert/finetune, else ~/.cache/smallbert/finetune: never inside the data directory,
-    which may be read-only or a checkout."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(root, "smallbert", "finetune")
+    """`finetune/` in the package's cache directory (`native.cache_dir`: $SMALLBERT_CACHE_DIR, else
+    $XDG_CACHE_HOME/smallbert, else ~/.cache/smallbert): never inside the data directory, which may be read-only
+    or a checkout."""
+    return os.path.join(native.cache_dir(), "finetune")
 
 
 @dataclasses.dataclass

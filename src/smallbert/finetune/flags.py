@@ -93,7 +93,8 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: FinetuneConfig) 
     add("--do_predict", type=boolean, default=defaults.do_predict, metavar="{true,false}",
         help="write the test files' predictions; needs test.tsv (default: %(default)s)")
     add("--cache_dir", help="where tokenized splits (and teacher logits) are cached (default: "
-                            "$XDG_CACHE_HOME/smallbert/finetune, else ~/.cache/smallbert/finetune)")
+                            "$SMALLBERT_CACHE_DIR/finetune, else $XDG_CACHE_HOME/smallbert/finetune, else "
+                            "~/.cache/smallbert/finetune)")
     add("--device_target", default=defaults.device_target, choices=DEVICES, help="(default: %(default)s)")
     add("--amp", default=defaults.amp, choices=AMP_LEVELS,
         help="O0: float32; O2: float16 matmuls with dynamic loss scaling (slower on CPU) (default: %(default)s)")
