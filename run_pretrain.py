@@ -15,7 +15,7 @@ import sys
 from smallbert.config import AMP_LEVELS, DEVICES, OPTIMIZERS, PRECISIONS, PretrainConfig
 from smallbert.data.records import VERIFY_MODES
 from smallbert.errors import SmallBertError, cli_main
-from smallbert.flags import HelpFormatter, boolean, path, set_defaults_from
+from smallbert.flags import HelpFormatter, add_compile_cache_flag, boolean, path, set_defaults_from
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,10 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--jit", nargs="?", const=True, type=boolean, help="compile the whole train step as a graph")
     speed.add_argument("--no-jit", dest="jit", action="store_false",
                        help="run the step op by op in PyNative mode, for debugging")
-    speed.add_argument("--compile_cache", type=boolean, metavar="{true,false}",
-                       help="keep the compiled graphs under ~/.cache/smallbert/compile/, keyed by everything that "
-                            "shapes them, so a repeated run of the same setup skips compilation "
-                            "($SMALLBERT_COMPILE_CACHE=0 also turns it off)")
+    add_compile_cache_flag(speed)
 
     saving = parser.add_argument_group("checkpoints, logs and eval")
     saving.add_argument("--save_steps", type=int,

@@ -26,14 +26,16 @@ import sys
 from smallbert.errors import cli_main
 from smallbert.finetune.config import FinetuneConfig
 from smallbert.finetune.flags import add_common_flags, config_from_args
-from smallbert.flags import HelpFormatter, boolean
+from smallbert.flags import HelpFormatter, add_compile_cache_flag, boolean
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    add_common_flags(parser, FinetuneConfig(data_dir="", init_checkpoint=None, output_dir="outputs"))
+    defaults = FinetuneConfig(data_dir="", init_checkpoint=None, output_dir="outputs")
+    add_common_flags(parser, defaults)
     parser.add_argument("--do_train", type=boolean, default=True, metavar="{true,false}",
                         help="false: only evaluate dev and predict test with a fine-tuned classifier (default: true)")
+    add_compile_cache_flag(parser, default=defaults.compile_cache)
     return parser.parse_args(argv)
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from smallbert import compile_cache
@@ -96,3 +97,65 @@ def test_one_session_per_process_and_off_after(monkeypatch, tmp_path):
     monkeypatch.setenv("SMALLBERT_COMPILE_CACHE", "0")
     with compile_cache.session({"a": 1}) as off:
         assert off is None
+
+
+@pytest.mark.slow
+def test_repeated_fine_tuning_reuses_its_graphs_bit_for_bit(tmp_path):
+    """run_classify's length buckets, evaluation and test graphs, all seeds: one entry per setup, reused by a
+    repeat, which trains exactly as the first run did; another max_length gets an entry of its own."""
+    config = {"vocab_size": 1051, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "intermediate_size": 64, "max_position_embeddings": 64}
+    (tmp_path / "bert_config.json").write_text(json.dumps(config))
+    env = {k: v for k, v in os.environ.items() if k != "SMALLBERT_COMPILE_CACHE"}
+    env.update(SMALLBERT_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=os.path.join(ROOT, "src"))
+
+    def run(name, *flags):
+        done = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "finetuningSST2", "run_classify.py"), "--data_dir",
+             os.path.join(ROOT, "sample", "SST-2"), "--bert_config_file", str(tmp_path / "bert_config.json"),
+             "--vocab_file", os.path.join(ROOT, "sample", "vocab.txt"), "--output_dir", str(tmp_path / name),
+             "--epochs", "1", "--seeds", "1,2", "--lr", "1e-3", "--train_batch_size", "16", *flags],
+            env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        results = json.loads((tmp_path / name / "eval_results.json").read_text())
+        trained = [[{k: v for k, v in epoch.items() if k != "train_seconds"} for epoch in seed["epochs"]]
+                   for seed in results["seeds"]]
+        return trained, done.stderr
+
+    first, log = run("first")
+    [entry] = entries(str(tmp_path / "cache"))
+    assert "new; graphs are saved there" in log
+    saved = graphs(str(tmp_path / "cache"), entry)
+    assert len(saved) >= 4  # per seed at least one train bucket and one eval graph
+
+    again, log = run("again")
+    assert "reusing its graphs" in log and entries(str(tmp_path / "cache")) == [entry]
+    assert again == first  # losses and dev metrics, bit for bit
+
+    _, log = run("shorter", "--max_length", "32")
+    assert "new; graphs are saved there" in log and len(entries(str(tmp_path / "cache"))) == 2
+
+
+def test_fine_tuning_key_follows_what_shapes_the_graphs():
+    from smallbert import BertConfig
+    from smallbert.finetune.config import FinetuneConfig
+    from smallbert.finetune.encode import Encoded
+    from smallbert.finetune.loop import compile_setup
+
+    def data(lengths=(5, 9, 30)):
+        ids = Encoded(np.zeros((len(lengths), 64), np.int32), np.array(lengths, np.int32), np.array(lengths, np.int32))
+        dev = type("Split", (), {"name": "dev"})()
+        return type("Data", (), {"train_ids": ids, "devs": [(dev, ids)], "tests": []})()
+
+    cfg = FinetuneConfig(data_dir="a", init_checkpoint="ckpt", output_dir="out")
+    config = BertConfig(vocab_size=100, id2label={"0": "a", "1": "b"})
+    base = compile_cache.directory(compile_setup(cfg, config, data()))
+    moved = dataclasses.replace(cfg, data_dir="b", init_checkpoint="other", output_dir="elsewhere", overwrite=True)
+    assert compile_cache.directory(compile_setup(moved, config, data())) == base
+    for other_cfg, other_config, other_data in (
+            (dataclasses.replace(cfg, seeds=(1, 2)), config, data()),
+            (dataclasses.replace(cfg, lr=1e-4), config, data()),
+            (dataclasses.replace(cfg, max_length=32), config, data()),
+            (cfg, BertConfig(vocab_size=100, id2label={"0": "a", "1": "b", "2": "c"}), data()),
+            (cfg, config, data((5, 9, 31)))):
+        assert compile_cache.directory(compile_setup(other_cfg, other_config, other_data)) != base

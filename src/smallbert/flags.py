@@ -36,6 +36,14 @@ def set_defaults_from(parser: argparse.ArgumentParser, *sources: Callable[..., A
             action.default = defaults[action.dest]
 
 
+def add_compile_cache_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, **kwargs) -> None:
+    """`--compile_cache {true,false}` (`smallbert.compile_cache`); `kwargs` go to `add_argument` (e.g. default)."""
+    parser.add_argument("--compile_cache", type=boolean, metavar="{true,false}",
+                        help="keep the compiled graphs under ~/.cache/smallbert/compile/, keyed by everything that "
+                             "shapes them, so a repeated run of the same setup skips compilation "
+                             "($SMALLBERT_COMPILE_CACHE=0 also turns it off)", **kwargs)
+
+
 def path(text: str) -> str:
     """An argparse `type` for file and directory flags: the absolute path, so messages and logs name the real
     file (`data: ...` alone reads like a label, and a tool run from another directory would mislead)."""

@@ -26,6 +26,8 @@ class FinetuneConfig:
     `cache_dir` None means `encode.default_cache_dir()` (~/.cache/smallbert/finetune, or under $SMALLBERT_CACHE_DIR).
     `overwrite`: clear a non-empty `output_dir` first instead of refusing it.
     `resume`: continue from the newest epoch checkpoint in `output_dir` (per seed with several seeds), if any.
+    `compile_cache`: a fresh training run keeps its graphs in `smallbert.compile_cache` (run_classify; distillation
+    and resumed runs compile as before).
     """
 
     data_dir: str
@@ -59,6 +61,7 @@ class FinetuneConfig:
     device_target: str = "CPU"
     overwrite: bool = False
     resume: bool = False
+    compile_cache: bool = True
 
     def validate(self) -> None:
         """Raises SmallBertError naming the flag whose value cannot work."""

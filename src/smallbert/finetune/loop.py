@@ -21,6 +21,7 @@ one more compiled graph; `pad_to_max_length` turns bucketing off.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from tqdm import tqdm
 
 from ..checkpoint import (FINAL_DIR, find_resume_checkpoint, list_checkpoints, read_trainer_state,
                           restore_checkpoint, save_checkpoint)
-from .. import device
+from .. import compile_cache, device
 from ..config import BertConfig
 from ..errors import SmallBertError, output_directory
 from ..fileio import atomic_open, write_json
@@ -583,6 +584,22 @@ def train_seeds(cfg: FinetuneConfig, checkpoint: str, config: BertConfig, data: 
     return results
 
 
+# Flags that cannot change which graphs a fine-tuning run compiles, or their order: paths and bookkeeping.
+GRAPH_NEUTRAL_FLAGS = ("data_dir", "init_checkpoint", "output_dir", "vocab_file", "bert_config_file", "cache_dir",
+                       "overwrite", "compile_cache")
+
+
+def compile_setup(cfg: FinetuneConfig, config: BertConfig, data: Data) -> dict:
+    """What decides the graphs a fresh training run compiles and their order (`compile_cache`): every other flag
+    (the seeds among them), the model config with its label count, and every split's example lengths, which
+    decide the length bucket of each train batch (in the seed's order) and of each eval and test batch."""
+    flags = {k: v for k, v in hparams_of(cfg).items() if k not in GRAPH_NEUTRAL_FLAGS}
+    splits = [("train", data.train_ids)] + [(split.name, ids) for split, ids in data.devs + data.tests]
+    lengths = {name: hashlib.sha256(np.ascontiguousarray(ids.lengths, np.int32).tobytes()).hexdigest()
+               for name, ids in splits}
+    return {"flags": flags, "bert_config": config.to_dict(), "lengths": lengths}
+
+
 def run(cfg: FinetuneConfig) -> dict:
     """Fine-tunes (or with do_train False, evaluates) as `cfg` says; returns what eval_results.json holds.
 
@@ -601,7 +618,8 @@ def run(cfg: FinetuneConfig) -> dict:
     hparams = {**hparams_of(cfg), "checkpoint": checkpoint, "vocab_file": vocab_file,
                "do_lower_case": do_lower_case, "bert_config": config.to_dict(),
                "buckets": list(bucket_lengths(cfg.max_length, cfg.pad_to_max_length))}
-    with output_directory(cfg.output_dir):
+    setup = compile_setup(cfg, config, data) if cfg.do_train and cfg.compile_cache and not cfg.resume else None
+    with compile_cache.session(setup), output_directory(cfg.output_dir):
         if not cfg.do_train:
             results = {"hparams": hparams, **evaluate_only(cfg, checkpoint, config, data)}
             write_json(os.path.join(cfg.output_dir, "eval_results.json"), results)
