@@ -62,7 +62,7 @@ def queues_steps(device_target: str) -> bool:
     On GPU and Ascend the kernels run on a device stream and the host only queues them (MindSpore's runtime is
     asynchronous until a result is read, `mindspore.runtime.launch_blocking`'s 2.10 docstring), so waiting for
     every step's loss leaves the device idle while the host fetches the next batch. On CPU the device is the
-    host's own cores: with a second step launched while one ran, each step took 1.9-2.7x as long (measured on
+    host's own cores: with a second step launched while one ran, each step took 1.9-2.8x as long (measured on
     2 cores at L2-H128 and L4-H256, docs/benchmarks.md), so there the loop reads each step as it launches it.
     """
     return device_target != "CPU"

@@ -252,9 +252,10 @@ class TrainStep(nn.Cell):
     def launch(self, *batch) -> "PendingStep":
         """Dispatches one optimizer update on `batch` (see the class docstring) without waiting for it.
 
-        MindSpore runs graphs asynchronously: the call returns once the work is queued, and only reading a result
-        (`PendingStep.read`) waits. A loop that launches several steps before reading any keeps the device busy
-        while the host prepares the next batch."""
+        On an accelerator the call returns once the work is queued, and only reading a result (`PendingStep.read`)
+        waits, so a loop that launches several steps before reading any keeps the device busy while the host
+        prepares the next batch. On CPU a launch waits for the step already running, and overlapping steps there
+        is slower (`device.queues_steps`)."""
         k = self.accumulation_steps
         split = getattr(self.net_with_loss, "split_batch", None)
         if k == 1:
