@@ -27,24 +27,31 @@ def graphs(cache: str, entry: str) -> list[str]:
                   if f.endswith(".mindir"))
 
 
+def run_cached(tmp_path, script: str, *args: str) -> str:
+    """Runs the entry `script` (relative to the repository) with the compile cache on, kept in tmp_path/cache;
+    returns its stderr, the log."""
+    env = {k: v for k, v in os.environ.items() if k != "SMALLBERT_COMPILE_CACHE"}
+    env.update(SMALLBERT_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=os.path.join(ROOT, "src"))
+    done = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stderr
+
+
 @pytest.mark.slow
 def test_repeat_run_reuses_graphs_and_other_setups_get_their_own(tmp_path):
     write_shards(str(tmp_path / "shards"))
     config = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
               "intermediate_size": 64, "max_position_embeddings": 32}
     (tmp_path / "bert_config.json").write_text(json.dumps(config))
-    env = {k: v for k, v in os.environ.items() if k != "SMALLBERT_COMPILE_CACHE"}
-    env.update(SMALLBERT_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=os.path.join(ROOT, "src"))
 
     def run(name, *flags):
-        done = subprocess.run(
-            [sys.executable, os.path.join(ROOT, "run_pretrain.py"), "--data_dir", str(tmp_path / "shards"),
-             "--config", str(tmp_path / "bert_config.json"), "--output_dir", str(tmp_path / name),
-             "--train_steps", "3", "--warmup_steps", "1", "--train_batch_size", "4", "--log_steps", "1",
-             "--save_steps", "0", "--lr", "1e-3", *flags], env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
+        log = run_cached(tmp_path, "run_pretrain.py", "--data_dir", str(tmp_path / "shards"),
+                         "--config", str(tmp_path / "bert_config.json"), "--output_dir", str(tmp_path / name),
+                         "--train_steps", "3", "--warmup_steps", "1", "--train_batch_size", "4", "--log_steps", "1",
+                         "--save_steps", "0", "--lr", "1e-3", *flags)
         rows = [json.loads(line) for line in open(tmp_path / name / "metrics.jsonl")]
-        return [r["loss"] for r in rows if "mlm_loss" in r], [r for r in rows if "eval_loss" in r], done.stderr
+        return [r["loss"] for r in rows if "mlm_loss" in r], [r for r in rows if "eval_loss" in r], log
 
     evaluated = ("--eval_data_dir", str(tmp_path / "shards"), "--eval_batches", "2")
     first, first_evals, log = run("first", *evaluated)
@@ -106,21 +113,17 @@ def test_repeated_fine_tuning_reuses_its_graphs_bit_for_bit(tmp_path):
     config = {"vocab_size": 1051, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
               "intermediate_size": 64, "max_position_embeddings": 64}
     (tmp_path / "bert_config.json").write_text(json.dumps(config))
-    env = {k: v for k, v in os.environ.items() if k != "SMALLBERT_COMPILE_CACHE"}
-    env.update(SMALLBERT_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=os.path.join(ROOT, "src"))
 
     def run(name, *flags):
-        done = subprocess.run(
-            [sys.executable, os.path.join(ROOT, "finetuningSST2", "run_classify.py"), "--data_dir",
-             os.path.join(ROOT, "sample", "SST-2"), "--bert_config_file", str(tmp_path / "bert_config.json"),
-             "--vocab_file", os.path.join(ROOT, "sample", "vocab.txt"), "--output_dir", str(tmp_path / name),
-             "--epochs", "1", "--seeds", "1,2", "--lr", "1e-3", "--train_batch_size", "16", *flags],
-            env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
+        sample = os.path.join(ROOT, "sample")
+        log = run_cached(tmp_path, os.path.join("finetuningSST2", "run_classify.py"),
+                         "--data_dir", os.path.join(sample, "SST-2"), "--vocab_file", os.path.join(sample, "vocab.txt"),
+                         "--bert_config_file", str(tmp_path / "bert_config.json"), "--output_dir", str(tmp_path / name),
+                         "--epochs", "1", "--seeds", "1,2", "--lr", "1e-3", "--train_batch_size", "16", *flags)
         results = json.loads((tmp_path / name / "eval_results.json").read_text())
         trained = [[{k: v for k, v in epoch.items() if k != "train_seconds"} for epoch in seed["epochs"]]
                    for seed in results["seeds"]]
-        return trained, done.stderr
+        return trained, log
 
     first, log = run("first")
     [entry] = entries(str(tmp_path / "cache"))
