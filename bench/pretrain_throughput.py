@@ -20,6 +20,9 @@ sample, compile included, is reported as the first step), and a second MindSpore
 does between log points off CPU: all N launched, then read. It prints the speed ratio of the two:
 
     python bench/pretrain_throughput.py --config config/bert_L2_H128.json --batch_size 8 --window 20 --no_compile
+
+`--device_target GPU|Ascend` runs the MindSpore workers there (the torch workers, CPU builds, are left out): with
+--window it shows whether queueing steps pays on that device, which is what `device.queues_steps` assumes.
 """
 from __future__ import annotations
 
@@ -67,7 +70,7 @@ def mindspore_worker(args, config, batch):
     from smallbert.optim import build_optimizer
     from smallbert.train import BertPreTrainingWithLoss, TrainStep
 
-    ms.set_device("CPU")
+    ms.set_device(args.device_target)
     ms.set_seed(0)
     model = BertForPreTraining(config)
     model.set_train(True)
@@ -181,6 +184,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per framework, after the first")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile worker")
+    parser.add_argument("--device_target", choices=("CPU", "GPU", "Ascend"), default="CPU",
+                        help="where the MindSpore workers run; off CPU the torch workers (CPU builds) are left out")
     parser.add_argument("--window", type=int, default=1,
                         help="steps per timed sample; above 1 adds a MindSpore worker that launches the window's "
                              "steps before reading any (run_pretrain's loop) beside one that reads every step")
@@ -196,15 +201,17 @@ def main() -> None:
     config = BertConfig.from_json_file(args.config)
     command = [sys.executable, os.path.abspath(__file__), "--config", args.config, "--batch_size",
                str(args.batch_size), "--seq_length", str(args.seq_length), "--predictions", str(args.predictions),
-               "--threads", str(args.threads), "--window", str(args.window), "--worker"]
+               "--threads", str(args.threads), "--window", str(args.window), "--device_target", args.device_target,
+               "--worker"]
     # PyTorch runs twice: as installed, and with OpenMP's passive wait. On a loaded machine the default spinning
     # threads can make torch several times slower; the ratio is taken against the faster of the two.
     runs = {"mindspore": ("mindspore", {})}
     if args.window > 1:
         runs["mindspore (async)"] = ("mindspore_async", {})
-    runs.update({"torch": ("torch", {}),
-            "torch (OMP passive)": ("torch", {"OMP_WAIT_POLICY": "PASSIVE"})})
-    if not args.no_compile:
+    on_cpu = args.device_target == "CPU"  # the torch workers are CPU ones: compared on CPU only
+    if on_cpu:
+        runs.update({"torch": ("torch", {}), "torch (OMP passive)": ("torch", {"OMP_WAIT_POLICY": "PASSIVE"})})
+    if on_cpu and not args.no_compile:
         runs["torch.compile"] = ("torch_compile", {})
     workers, first = {}, {}
     for name, (worker, env) in runs.items():  # one at a time, so compile and warm-up do not overlap
@@ -227,22 +234,24 @@ def main() -> None:
         worker.stdin.flush()
         rss[name] = json.loads(worker.stdout.readline())["peak_rss_gb"]
         worker.wait()
-    peak = sgemm_peak_gflops(args.threads)
+    peak = sgemm_peak_gflops(args.threads) if on_cpu else None
     flops = train_flops(config, args.batch_size, args.seq_length, args.predictions)
 
     print(f"config {os.path.basename(args.config)}, batch {args.batch_size}, seq {args.seq_length}, "
-          f"{args.predictions} predictions, {args.threads} threads, {args.steps} alternating samples of "
-          f"{args.window} step(s) each, load average {os.getloadavg()[0]:.1f}")
-    print(f"sgemm peak (torch.mm 2048³): {peak:.1f} GFLOP/s; one train step = {flops / 1e9:.1f} GFLOP")
+          f"{args.predictions} predictions, {args.device_target}, {args.threads} threads, {args.steps} alternating "
+          f"samples of {args.window} step(s) each, load average {os.getloadavg()[0]:.1f}")
+    print(f"one train step = {flops / 1e9:.1f} GFLOP"
+          + (f"; sgemm peak (torch.mm 2048³): {peak:.1f} GFLOP/s" if peak else ""))
     median = {name: statistics.median(times[name]) for name in runs}
     for name in runs:
+        gflops = flops / median[name] / 1e9
         print(f"{name:19s}  first step {first[name]:5.1f} s | median {median[name]:.3f} s/step "
-              f"(min {min(times[name]):.3f}) | {args.batch_size / median[name]:6.1f} seq/s | "
-              f"{flops / median[name] / 1e9:6.1f} GFLOP/s ({flops / median[name] / 1e9 / peak:.0%} of peak) | "
-              f"peak RSS {rss[name]:.2f} GB")
-    torch_best = min(median["torch"], median["torch (OMP passive)"])
-    print(f"throughput ratio mindspore/torch (faster torch setting): {torch_best / median['mindspore']:.2f}x; "
-          f"memory ratio mindspore/torch: {rss['mindspore'] / rss['torch']:.2f}x")
+              f"(min {min(times[name]):.3f}) | {args.batch_size / median[name]:6.1f} seq/s | {gflops:6.1f} GFLOP/s"
+              + (f" ({gflops / peak:.0%} of peak)" if peak else "") + f" | peak host RSS {rss[name]:.2f} GB")
+    if on_cpu:
+        torch_best = min(median["torch"], median["torch (OMP passive)"])
+        print(f"throughput ratio mindspore/torch (faster torch setting): {torch_best / median['mindspore']:.2f}x; "
+              f"memory ratio mindspore/torch: {rss['mindspore'] / rss['torch']:.2f}x")
     launch = {name: statistics.median(values) for name, values in launches.items() if values}
     print(f"host time to launch a mindspore step (numpy batch to Tensors, graph dispatch), median: "
           f"{1e3 * launch['mindspore']:.2f} ms with no step running ({launch['mindspore'] / median['mindspore']:.1%} "
