@@ -249,7 +249,7 @@ class TrainStep(nn.Cell):
             ops.assign(buffer, ops.zeros_like(buffer))
         return overflow, scale
 
-    def launch(self, *batch) -> "PendingStep":
+    def launch(self, *batch) -> PendingStep:
         """Dispatches one optimizer update on `batch` (see the class docstring) without waiting for it.
 
         On an accelerator the call returns once the work is queued, and only reading a result (`PendingStep.read`)
@@ -280,19 +280,20 @@ class TrainStep(nn.Cell):
                 + cpu_kernels.rng_state(self.net_with_loss))
 
 
-def run_steps(train_step: TrainStep, batches: Iterable[Sequence], queue: bool, bar: tqdm | None = None
-              ) -> list[StepOutput]:
+def run_steps(train_step: TrainStep, batches: Iterable[Sequence], queue: bool, bar: tqdm | None = None,
+              **postfix: Any) -> list[StepOutput]:
     """One `train_step` update per batch (e.g. a fine-tuning epoch); returns their outputs in order.
 
     With `queue` (an accelerator, `device.queues_steps`) every step is launched before any is read, so the
-    device never waits for the host; otherwise each is read as it is launched and its loss shown on `bar`."""
+    device never waits for the host; otherwise each is read as it is launched and its loss shown on `bar`, after
+    the `postfix` fields given."""
     pending = []
     for batch in batches:
         pending.append(train_step.launch(*batch))
         if not queue:
             loss = pending[-1].read().loss
             if bar is not None:
-                bar.set_postfix(loss=f"{loss:.4f}")
+                bar.set_postfix(**postfix, loss=f"{loss:.4f}")
     return [p.read() for p in pending]
 
 
@@ -953,7 +954,7 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
 
     while step < total_steps:
         target = next_event(step, total_steps, cfg.log_steps, cfg.eval_steps if metrics_fn else 0, cfg.save_steps)
-        for out in run_steps(train_step, counted(target - step), queue, bar):
+        for out in run_steps(train_step, counted(target - step), queue, bar, skipped=overflow_steps):
             log.add(out)
             if out.overflow:
                 overflow_steps += 1
@@ -963,7 +964,7 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
                 step += 1
                 skipped_in_a_row = 0
         bar.n = step
-        bar.set_postfix(loss=f"{out.loss:.4f}", skipped=overflow_steps)
+        bar.set_postfix(skipped=overflow_steps, loss=f"{out.loss:.4f}")
         if step < target:  # overflow-skipped steps: launch the rest of the window
             continue
         if step % cfg.log_steps == 0 or step == total_steps:
