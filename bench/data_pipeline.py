@@ -105,6 +105,18 @@ def generate_corpus(path: str, megabytes: float, vocab_file: str, seed: int = 0,
     os.replace(path + ".tmp", path)
 
 
+def repeat_corpus(source: str, path: str, megabytes: float) -> None:
+    """`source` written `copies` times into `path`, the whole number of copies nearest `megabytes` MB (at least 1)."""
+    with open(source, "rb") as f:
+        text = f.read()
+    if not text.endswith(b"\n\n"):  # each copy's last document ends before the next copy's first
+        text = text.rstrip(b"\n") + b"\n\n"
+    copies = max(1, round(megabytes * 1e6 / len(text)))
+    with open(path, "wb") as f:
+        for _ in range(copies):
+            f.write(text)
+
+
 def tree_memory_mb(root: int) -> float:
     """Proportional set size (PSS: private pages plus a share of shared ones, so libraries mapped by
     several processes count once) of `root` and its descendants, from /proc."""
@@ -227,6 +239,9 @@ def main() -> None:
                         help="corpus sizes (MB of text); the anchors run on the first (default 10.5)")
     parser.add_argument("--text", choices=["wiki", "simple"], default="wiki",
                         help="generated text (see generate_corpus; default wiki)")
+    parser.add_argument("--text_file", default=None,
+                        help="real text in Google's format instead of generated text: the corpus is this file "
+                             "repeated to the nearest whole number of copies of each size")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds on the first size (default 2)")
     parser.add_argument("--google_dir", default=None,
                         help="a checkout of github.com/google-research/bert (create_pretraining_data.py and "
@@ -263,9 +278,14 @@ def main() -> None:
 
     ours = f"smallbert --processes {args.processes}"
     for index, size in enumerate(args.sizes_mb):
-        corpus = os.path.join(workdir, f"corpus_{args.text}_{size:g}mb.txt")
-        if not os.path.exists(corpus):
-            generate_corpus(corpus, size, vocab_file, style=args.text)
+        if args.text_file:
+            corpus = os.path.join(workdir, f"corpus_{os.path.basename(args.text_file)}_{size:g}mb.txt")
+            if not os.path.exists(corpus):
+                repeat_corpus(args.text_file, corpus, size)
+        else:
+            corpus = os.path.join(workdir, f"corpus_{args.text}_{size:g}mb.txt")
+            if not os.path.exists(corpus):
+                generate_corpus(corpus, size, vocab_file, style=args.text)
         for _ in range(args.rounds if index == 0 else 1):
             out = os.path.join(workdir, f"out_{size:g}mb_p{args.processes}_{time.time_ns()}")
             seconds, cpu, pss, _ = run_measured([sys.executable, os.path.join(ROOT, "tools", "create_pretraining_data.py"),

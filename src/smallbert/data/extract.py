@@ -1,7 +1,8 @@
 """Input text → documents (lists of sentences), streamed.
 
 Two kinds of input:
-  * Wikipedia dumps (`.xml`, `.xml.bz2`): run through `wikiextractor` 3.1.0 as a subprocess that
+  * Wikipedia dumps (`.xml`, `.xml.bz2`, or any file whose text starts with `<mediawiki`, such as the split
+    dumps `...articles1.xml-p1p41242.bz2`): run through `wikiextractor` 3.1.0 as a subprocess that
     writes its JSON lines to our pipe (it parallelizes itself and keeps page order); redirects
     and empty articles are dropped, entities unescaped, its `formula_N` / `codice_N` placeholders
     and the empty brackets left by dropped templates removed, and each paragraph split into
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import functools
 import glob
 import gzip
 import html
@@ -83,8 +85,19 @@ def expand_inputs(patterns: str | list[str]) -> list[str]:
     return files
 
 
+@functools.lru_cache(maxsize=4096)
 def is_wiki_dump(path: str) -> bool:
-    return path.endswith(WIKI_SUFFIXES)
+    """Whether `path` is a MediaWiki XML dump: by its name (`.xml`, `.xml.bz2`), else by its (decompressed) text
+    starting with `<mediawiki`. The content check catches Wikimedia's split dumps, named like
+    `enwiki-latest-pages-articles1.xml-p1p41242.bz2`, which would otherwise be read as text, XML and all."""
+    if path.endswith(WIKI_SUFFIXES):
+        return True
+    try:
+        with open(path, "rb") as file, _decompressed(path, file) as f:
+            head = f.read(1024)
+    except (OSError, EOFError):  # unreadable or not really compressed: the text reader reports it
+        return False
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<mediawiki")
 
 
 def split_sentences(paragraph: str, language: str = "en") -> list[str]:

@@ -3,12 +3,13 @@
 The document stream (see `extract.py`) is cut into chunks of `documents_per_chunk` documents,
 fewer if they reach `CHUNK_TEXT_BUDGET / dupe_factor` characters (a longer document is cut at a
 sentence boundary). Worker processes turn each chunk into instances with Google's algorithm
-(`instances.py`) and the chunk's own `random.Random(random_seed + (chunk << 32))`; this process
-writes them as the chunk's shard `part-<chunk>.mindrecord`. A shard depends on nothing but its
-chunk's documents, the flags and its index: the output is byte-identical for any `--processes`,
-and `--num_shards K --shard_index I` (chunks with index % K == I) splits the work across
-machines into the same files. At most processes + 1 chunks are in flight, so memory does not
-grow with the corpus; only this process imports MindSpore (for writing).
+(`instances.py`) and the chunk's own `random.Random(random_seed + (chunk << 32))`, and write them
+as the chunk's shard `part-<chunk>.mindrecord` in a temporary directory; this process renames the
+shards into the output in chunk order. A shard depends on nothing but its chunk's documents, the
+flags and its index: the output is byte-identical for any `--processes`, and `--num_shards K
+--shard_index I` (chunks with index % K == I) splits the work across machines into the same files.
+At most processes + 1 chunks are in flight, so memory does not grow with the corpus. No process
+imports `mindspore`: the writer loads only its C++ MindRecord module (`records.write_mindrecord`).
 
 Where this differs from Google's `create_pretraining_data.py`, and why:
   * Google loads the whole corpus, shuffles all documents, draws random next sentences from any
@@ -44,7 +45,8 @@ from smallbert.data.instances import WORD_CONTINUATION, InstanceConfig, TokenIds
 from smallbert.data.records import (METADATA_FORMAT, file_facts, metadata_name, sha256_file, summarize,
                                     write_mindrecord)
 from smallbert.errors import SmallBertError, output_directory
-from smallbert.tokenization import CJK_RANGES, FullTokenizer
+from smallbert.fileio import atomic_open, write_json
+from smallbert.tokenization import CJK_RANGES, FullTokenizer, load_wordpiece_vocab
 
 # A chunk's instances (and their memory) grow with its text times --dupe_factor: chunks hold at
 # most this many characters divided by --dupe_factor (~30,000 instances of 128 tokens).
@@ -111,10 +113,11 @@ class _Worker:
         self.tokenizer = FullTokenizer(config.vocab_file, config.do_lower_case)
         self.ids = TokenIds.from_vocab(self.tokenizer.vocab, config.vocab_file)
 
-    def process(self, chunk_index: int, documents: list[Document]) -> tuple[dict[str, np.ndarray] | None, Counter]:
-        """Tokenizes one chunk and builds its instances.
+    def process(self, chunk_index: int, documents: list[Document]) -> tuple[dict | None, Counter]:
+        """Tokenizes one chunk, builds its instances and writes them as the chunk's shard, staged under the
+        temporary directory (`_stage`) for this process to publish in chunk order.
 
-        Returns (the instances as `pack_instances` arrays, or None if there is none; counts).
+        Returns (the staged shard's {"rows", "checks"}, or None if the chunk made no instance; counts).
         """
         config, counts = self.config.instances, Counter()
         sentences = [s for d in documents for s in d]
@@ -133,7 +136,7 @@ class _Worker:
         if not len(arrays["input_ids"]):
             return None, counts
         counts.update(_instance_counts(arrays, self.ids.mask))
-        return arrays, counts
+        return _stage(self.config, chunk_index, arrays), counts
 
     def _encode_chinese_words(self, sentences: list[str]) -> list[list[int]]:
         """`encode_batch`, with the 2nd and later characters of each multi-character Chinese word
@@ -162,20 +165,29 @@ class _Worker:
         return encoded
 
 
-def _publish(config: PipelineConfig, chunk_index: int, arrays: dict[str, np.ndarray]) -> tuple[str, dict]:
-    """Writes a chunk's shard under the temporary directory, then renames it into the output.
+def _stage(config: PipelineConfig, chunk_index: int, arrays: dict[str, np.ndarray]) -> dict:
+    """Writes a chunk's shard and index under the temporary directory (in the worker that made it: the writes
+    run in parallel, and the arrays never cross processes).
 
-    Returns (its name, `file_facts` of the shard and its index by file name), for the metadata.
+    Returns {"rows": instances, "checks": `file_facts` of the shard and its index by file name}, for the metadata.
     """
     name = shard_name(chunk_index)
     work_dir = os.path.join(_tmp_dir(config), name)
     os.makedirs(work_dir, exist_ok=True)
     write_mindrecord(os.path.join(work_dir, name), arrays)
-    facts = {name + suffix: file_facts(os.path.join(work_dir, name + suffix)) for suffix in ("", ".db")}
-    for suffix in (".db", ""):  # both complete: publish them, the shard itself last
+    return {"rows": len(arrays["input_ids"]),
+            "checks": {name + suffix: file_facts(os.path.join(work_dir, name + suffix)) for suffix in ("", ".db")}}
+
+
+def _publish(config: PipelineConfig, chunk_index: int) -> str:
+    """Renames a staged shard into the output (its index first, the shard itself last: both complete); returns
+    its name."""
+    name = shard_name(chunk_index)
+    work_dir = os.path.join(_tmp_dir(config), name)
+    for suffix in (".db", ""):
         os.replace(os.path.join(work_dir, name + suffix), os.path.join(config.output_dir, name + suffix))
     os.rmdir(work_dir)
-    return name, facts
+    return name
 
 
 def _instance_counts(arrays: dict[str, np.ndarray], mask_id: int) -> dict[str, int]:
@@ -192,6 +204,7 @@ def _instance_counts(arrays: dict[str, np.ndarray], mask_id: int) -> dict[str, i
 
 _WORKER: _Worker | None = None
 _SHARD_FILE = re.compile(r"part-(\d{6})\.mindrecord(\.db)?")
+_TMP_SUFFIX = re.compile(r"\.tmp(-\d+)?$")  # fileio.atomic_open's, and older runs' ".tmp"
 
 
 def _init_worker(config: PipelineConfig) -> None:
@@ -219,7 +232,7 @@ def _is_ours(config: PipelineConfig, name: str) -> bool:
     """Whether `name` in the output dir is (or is a temporary of) what this run, or an earlier one of the same
     --shard_index, writes."""
     shard = _SHARD_FILE.fullmatch(name)
-    return (name.removesuffix(".tmp") in (metadata_name(config.num_shards, config.shard_index), _corpus_name(config))
+    return (_TMP_SUFFIX.sub("", name) in (metadata_name(config.num_shards, config.shard_index), _corpus_name(config))
             or name == os.path.basename(_tmp_dir(config))
             or (shard is not None and int(shard[1]) % config.num_shards == config.shard_index))
 
@@ -253,7 +266,9 @@ def _remove_ours(config: PipelineConfig) -> None:
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
-def _validate(config: PipelineConfig) -> tuple[list[str], FullTokenizer]:
+def _validate(config: PipelineConfig) -> tuple[list[str], dict[str, int]]:
+    """Checks the flags, inputs, vocab and output dir; returns (the input files, the vocab). The tokenizer
+    itself is built where it runs, in the workers."""
     config.instances.validate()
     if config.processes < 1:
         raise SmallBertError(f"--processes={config.processes}: must be at least 1")
@@ -269,15 +284,15 @@ def _validate(config: PipelineConfig) -> tuple[list[str], FullTokenizer]:
         raise SmallBertError(f"--shard_index={config.shard_index}: must be in [0, --num_shards={config.num_shards})")
     Decoding(config.encoding, config.encoding_errors).validate()
     files = expand_inputs(list(config.input_files))
-    tokenizer = FullTokenizer(config.vocab_file, config.do_lower_case)
-    TokenIds.from_vocab(tokenizer.vocab, config.vocab_file)
+    vocab = load_wordpiece_vocab(config.vocab_file)
+    TokenIds.from_vocab(vocab, config.vocab_file)
     _check_output_dir(config)
-    return files, tokenizer
+    return files, vocab
 
 
 def _bounded_map(config: PipelineConfig, chunks: Iterator[tuple[int, list[Document]]]):
     """Yields (chunk index, documents, `_Worker.process` result) in chunk order, with at most
-    processes + 1 chunks in flight (the results wait for the writer in this process).
+    processes + 1 chunks in flight (the staged shards wait for this process to publish them).
 
     The workers start with SIGINT ignored (inherited), so Ctrl-C interrupts this process alone, which
     terminates them when the generator is closed or fails, without waiting for their chunks.
@@ -329,22 +344,14 @@ class _Progress:
         self.bar.close()
 
 
-def _write_json(path: str, payload: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def _extract_only(config: PipelineConfig, chunks: Iterator[tuple[int, list[Document]]], progress: _Progress) -> str:
     """Writes the documents in Google's text format; returns the file written."""
     path = os.path.join(config.output_dir, _corpus_name(config))
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for _, documents in chunks:
             for document in documents:
                 f.write("\n".join(document) + "\n\n")
             progress.update(len(documents))
-    os.replace(path + ".tmp", path)
     return path
 
 
@@ -355,17 +362,17 @@ def create_pretraining_data(config: PipelineConfig) -> dict[str, Any]:
     Everything is checked before anything is written. A failed or interrupted run removes its partial output
     (and the output dir, if it made it and it is left empty); Ctrl-C then raises KeyboardInterrupt saying so.
     """
-    files, tokenizer = _validate(config)
+    files, vocab = _validate(config)
     if config.overwrite and os.path.isdir(config.output_dir):
         _remove_ours(config)
     with output_directory(config.output_dir, clean=lambda: _remove_ours(config)):
         try:
-            return _run(config, files, tokenizer)
+            return _run(config, files, vocab)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(f"removed the partial output in {config.output_dir}") from None
 
 
-def _run(config: PipelineConfig, files: list[str], tokenizer: FullTokenizer) -> dict[str, Any]:
+def _run(config: PipelineConfig, files: list[str], vocab: dict[str, int]) -> dict[str, Any]:
     reading: Counter = Counter()  # the same for every --shard_index: all read the whole input
     counts: Counter = Counter()  # of this run's chunks
     decoding = Decoding(config.encoding, config.encoding_errors)
@@ -379,14 +386,13 @@ def _run(config: PipelineConfig, files: list[str], tokenizer: FullTokenizer) -> 
         if config.extract_only:
             return {"corpus": _extract_only(config, chunks, progress), "input_counts": dict(reading)}
         shards, rows, checks = [], [], {}
-        for index, num_documents, (arrays, chunk_counts) in results:
+        for index, num_documents, (staged, chunk_counts) in results:
             counts.update(chunk_counts)
             counts["chunks"] += 1
-            if arrays is not None:
-                name, facts = _publish(config, index, arrays)
-                shards.append(name)
-                rows.append(len(arrays["input_ids"]))
-                checks.update(facts)
+            if staged is not None:
+                shards.append(_publish(config, index))
+                rows.append(staged["rows"])
+                checks.update(staged["checks"])
             progress.update(num_documents, counts["instances"])
     finally:
         results.close()  # ends the workers, then wikiextractor, now rather than when the traceback is freed
@@ -400,14 +406,14 @@ def _run(config: PipelineConfig, files: list[str], tokenizer: FullTokenizer) -> 
     if not counts["instances"]:
         raise SmallBertError(f"--input_file: no instances could be made from {len(files)} file(s) "
                              f"({counts['documents']} non-empty documents)")
-    metadata = _metadata(config, files, tokenizer, shards, rows, checks, counts, reading)
-    _write_json(os.path.join(config.output_dir, metadata_name(config.num_shards, config.shard_index)), metadata)
+    metadata = _metadata(config, files, vocab, shards, rows, checks, counts, reading)
+    write_json(os.path.join(config.output_dir, metadata_name(config.num_shards, config.shard_index)), metadata,
+               sort_keys=True)
     return metadata
 
 
-def _metadata(config: PipelineConfig, files: list[str], tokenizer: FullTokenizer, shards: list[str],
+def _metadata(config: PipelineConfig, files: list[str], vocab: dict[str, int], shards: list[str],
               rows: list[int], checks: dict[str, dict], counts: Counter, reading: Counter) -> dict[str, Any]:
-    vocab = tokenizer.vocab
     metadata: dict[str, Any] = {
         "format": METADATA_FORMAT,
         **dataclasses.asdict(config.instances),
