@@ -189,25 +189,32 @@ def test_validate_for_model(static_run):
         validate_for_model(out, vocab_size=30522, max_position_embeddings=32)
 
 
-@pytest.mark.parametrize("rows, seq", [(37, 16), (7000, 512)])  # one page; blob rows over several 8 MB pages
-def test_fast_writer_matches_filewriter(tmp_path, rows, seq):
+@pytest.mark.parametrize("rows, seq, writer", [
+    (37, 16, "native"),  # one blob page; values of every compressed width
+    (7000, 512, "native"),  # blob rows over several 8 MB pages
+    (37, 16, "mindspore"),  # no C++ compiler: MindSpore's own C++ writer
+])
+def test_fast_writer_matches_filewriter(tmp_path, monkeypatch, rows, seq, writer):
     import sqlite3
 
     from mindspore.mindrecord import FileWriter
 
+    import smallbert.data.records as records
+
+    if writer == "mindspore":
+        monkeypatch.setattr(records, "_rows_library", lambda: None)
     rng = np.random.default_rng(0)
-    arrays = {c: rng.integers(0, 30522, (rows, 1 if c == "next_sentence_labels" else 8 if "lm" in c else seq))
+    arrays = {c: rng.integers(-70000, 70000, (rows, 1 if c == "next_sentence_labels" else 8 if "lm" in c else seq))
               .astype(np.float32 if c == "masked_lm_weights" else np.int32) for c in COLUMNS}
     (tmp_path / "fast").mkdir()
     (tmp_path / "slow").mkdir()
     write_mindrecord(str(tmp_path / "fast" / "x.mindrecord"), arrays)
-    writer = FileWriter(str(tmp_path / "slow" / "x.mindrecord"), shard_num=1, overwrite=True)
-    writer.set_header_size(1 << 20)
-    writer.set_page_size(8 << 20)
-    writer.add_schema(schema(seq, 8), "bert_pretraining")
-    for start in range(0, rows, 4096):  # write_mindrecord's batches: a batch's pages are placed together
-        writer.write_raw_data([{c: arrays[c][i] for c in COLUMNS} for i in range(start, min(start + 4096, rows))])
-    writer.commit()
+    reference = FileWriter(str(tmp_path / "slow" / "x.mindrecord"), shard_num=1, overwrite=True)
+    reference.set_header_size(1 << 20)
+    reference.set_page_size(8 << 20)
+    reference.add_schema(schema(seq, 8), "bert_pretraining")
+    reference.write_raw_data([{c: arrays[c][i] for c in COLUMNS} for i in range(rows)])
+    reference.commit()
     assert filecmp.cmp(tmp_path / "fast" / "x.mindrecord", tmp_path / "slow" / "x.mindrecord", shallow=False)
 
     def index(directory):  # the index's tables and rows (the files differ in SQLite's own version fields)
@@ -219,6 +226,8 @@ def test_fast_writer_matches_filewriter(tmp_path, rows, seq):
     assert fast == slow and len(fast[1]) == rows
     if rows > 1000:
         assert len({row[5] for row in fast[1]}) > 1  # rows on several blob pages
+
+
 WIKI_PAGE = """  <page>
     <title>{title}</title>
     <ns>{ns}</ns>
