@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "same update, 1/K of the activation memory")
     schedule.add_argument("--weight_decay", type=float,
                           help="decoupled weight decay, not applied to LayerNorm and bias")
+    schedule.add_argument("--adam_epsilon", type=float,
+                          help="the eps added to sqrt(v) in AdamW's and Lamb's updates (Google: 1e-6)")
     schedule.add_argument("--max_grad_norm", type=float,
                           help="clip gradients to this global norm after unscaling; 0 disables")
     schedule.add_argument("--seed", type=int, help="seeds initialisation, shuffling and masking")

@@ -61,6 +61,7 @@ class Run:
     end_lr: float = 0.0
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
+    eps: float = 1e-6  # both optimizers' (Google's AdamWeightDecay: 1e-6)
     seed: int = 12345
 
 
@@ -200,7 +201,8 @@ def train_reference(hf_dir: str, batches: list[dict[str, np.ndarray]], run: Run,
     model = load_reference(hf_dir)
     named = list(model.named_parameters())
     params = [p for _, p in named]
-    optimizer = (optimizer_class or REFERENCE_OPTIMIZERS[run.optimizer])(named, run.weight_decay)
+    optimizer = (optimizer_class(named, run.weight_decay) if optimizer_class
+                 else REFERENCE_OPTIMIZERS[run.optimizer](named, run.weight_decay, eps=run.eps))
     losses, norms = [], []
     for step, batch in enumerate(batches):
         tensors = {k: torch.from_numpy(v.astype(np.int64) if v.dtype.kind == "i" else v) for k, v in batch.items()}
@@ -256,7 +258,8 @@ def train_ours(data_dir: str, ours_dir: str, output_dir: str, run: Run) -> Train
     cfg = PretrainConfig(data_dir=data_dir, bert_config_file=os.path.join(ours_dir, "config.json"),
                          output_dir=output_dir, optimizer=run.optimizer, lr=run.lr, end_lr=run.end_lr,
                          warmup_steps=run.warmup_steps, train_steps=run.steps, train_batch_size=run.batch_size,
-                         weight_decay=run.weight_decay, max_grad_norm=run.max_grad_norm, save_steps=0,
+                         weight_decay=run.weight_decay, adam_epsilon=run.eps, max_grad_norm=run.max_grad_norm,
+                         save_steps=0,
                          log_steps=1, init_checkpoint=ours_dir, seed=run.seed)
     pretrain(cfg)
     with open(os.path.join(output_dir, "metrics.jsonl"), encoding="utf-8") as f:
@@ -293,12 +296,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--lr", type=float, nargs=2, default=(1e-3, 1e-2), metavar=("ADAMW", "LAMB"))
     parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--eps", type=float, default=1e-6, help="both sides' optimizer eps (Google's: 1e-6)")
+    parser.add_argument("--optimizers", default="adamw,lamb", help="which to run, of adamw,lamb")
     args = parser.parse_args(argv)
     ms.set_device("CPU")
     config = BertConfig.from_json_file(args.config)
     print(f"config {args.config}: L{config.num_hidden_layers}-H{config.hidden_size}, {args.steps} steps of "
           f"{args.batch_size} sequences (sample shards, seq 64, 10 predictions), warmup {args.warmup_steps}, "
-          f"linear decay to 0, clip 1.0, weight decay 0.01, dropout off, float32; torch {torch.__version__}, "
+          f"linear decay to 0, clip 1.0, weight decay 0.01, eps {args.eps:g}, dropout off, float32; "
+          f"torch {torch.__version__}, "
           f"transformers {transformers.__version__}, MindSpore {ms.__version__}", flush=True)
     print("| optimizer | lr | max rel. MLM loss diff | max rel. NSP loss diff | max final weight diff "
           "| max weight change | steps clipped | s (ours / reference) |")
@@ -307,7 +313,9 @@ def main(argv: list[str] | None = None) -> None:
         data_dir = sample_shards(os.path.join(tmp, "data"))
         ours_dir, hf_dir = initial_weights(config, tmp, args.seed)
         for name, lr in zip(("adamw", "lamb"), args.lr):
-            run = Run(name, args.steps, args.batch_size, lr, args.warmup_steps, seed=args.seed)
+            if name not in args.optimizers.split(","):
+                continue
+            run = Run(name, args.steps, args.batch_size, lr, args.warmup_steps, eps=args.eps, seed=args.seed)
             started = time.perf_counter()
             ours = train_ours(data_dir, ours_dir, os.path.join(tmp, f"run_{name}"), run)
             middle = time.perf_counter()

@@ -294,10 +294,11 @@ def test_resume_with_changed_flags_is_refused_in_one_line(corpus_shards, straigh
     argv[argv.index("--train_steps") + 1] = "40"
     argv[argv.index("--config") + 1] = str(wide)
     err = cli_error(capsys, argv + ["--warmup_steps", "5", "--optimizer", "lamb", "--amp_dtype", "bfloat16",
-                                    "--train_batch_size", "4", "--accumulation_steps", "2"])
+                                    "--train_batch_size", "4", "--accumulation_steps", "2", "--adam_epsilon", "1e-8"])
     assert err == (f"error: --resume: {output_dir / 'checkpoints' / f'step_{STEPS}'} was trained with other "
                    f"settings: --lr 0.002 -> 0.001, --warmup_steps 3 -> 5, --train_steps {STEPS} -> 40, "
-                   f"--optimizer adamw -> lamb, --amp_dtype float16 -> bfloat16, --train_batch_size 8 -> 4, "
+                   f"--optimizer adamw -> lamb, --adam_epsilon 1e-06 -> 1e-08, --amp_dtype float16 -> bfloat16, "
+                   f"--train_batch_size 8 -> 4, "
                    f"--accumulation_steps 1 -> 2, --config intermediate_size 64 -> 128; pass --resume_force to "
                    f"continue with the new ones")
     epochs = resume_argv(corpus_shards, output_dir)
@@ -458,6 +459,7 @@ def test_bad_input_is_one_line_before_compiling(corpus_shards, mlm_only_shards, 
     assert "nowhere" in cli_error(capsys, base + ["--init_checkpoint", str(tmp_path / "nowhere")])
     assert "--do_load_ckpt" in cli_error(capsys, base + ["--do_load_ckpt", "True"])
     assert "bfloat16" in cli_error(capsys, base + ["--amp", "O2", "--amp_dtype", "bfloat16"])
+    assert "--adam_epsilon: must be > 0" in cli_error(capsys, base + ["--adam_epsilon", "0"])
     assert "--accumulation_steps" in cli_error(capsys, base + ["--train_batch_size", "6",
                                                                "--accumulation_steps", "4"])
     assert "--mlm_only: --data_dir" in cli_error(capsys, base + ["--mlm_only"])

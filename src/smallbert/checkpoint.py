@@ -146,8 +146,8 @@ def find_resume_checkpoint(resume: str, output_dir: str) -> str | None:
 # Flags a resumed run must share with its checkpoint, because they define the learning-rate schedule, the batches or
 # the update: a change would silently continue a different run. The others (--save_steps, --log_steps, eval,
 # verification, paths) may change freely.
-RESUME_FLAGS = ("lr", "end_lr", "warmup_steps", "train_steps", "epochs", "optimizer", "weight_decay", "max_grad_norm",
-                "amp", "amp_dtype", "train_batch_size", "accumulation_steps", "seed")
+RESUME_FLAGS = ("lr", "end_lr", "warmup_steps", "train_steps", "epochs", "optimizer", "weight_decay", "adam_epsilon",
+                "max_grad_norm", "amp", "amp_dtype", "train_batch_size", "accumulation_steps", "seed")
 
 
 def _show(value: Any) -> str:

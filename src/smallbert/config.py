@@ -186,6 +186,7 @@ class PretrainConfig:
     train_batch_size: int = 32
     accumulation_steps: int = 1
     weight_decay: float = 0.01
+    adam_epsilon: float = 1e-6  # Google's; the eps of both optimizers' update denominators
     max_grad_norm: float = 1.0
     amp: str = "O0"
     amp_dtype: str = "float16"

@@ -559,6 +559,8 @@ def check_pretrain_inputs(cfg: PretrainConfig, world_size: int = 1) -> _Inputs:
     for flag in ("warmup_steps", "save_steps", "keep_checkpoint_max", "eval_steps"):
         if getattr(cfg, flag) < 0:
             raise SmallBertError(f"--{flag}: must be >= 0, got {getattr(cfg, flag)}")
+    if cfg.adam_epsilon <= 0:
+        raise SmallBertError(f"--adam_epsilon: must be > 0, got {cfg.adam_epsilon}")
     if cfg.lr <= 0 or cfg.end_lr < 0 or cfg.end_lr > cfg.lr:
         raise SmallBertError(f"--lr / --end_lr: need 0 <= end_lr <= lr and lr > 0, got {cfg.lr} / {cfg.end_lr}")
     if cfg.train_batch_size % cfg.accumulation_steps:
@@ -744,8 +746,8 @@ def run_summary(cfg: PretrainConfig, inputs: _Inputs, model: BertForPreTraining,
         f"accumulation x {world_size} devices",
         f"devices:      {world_size} x {cfg.device_target}",
         f"precision:    {precision}",
-        f"optimizer:    {cfg.optimizer}, weight decay {cfg.weight_decay:g}, clip at global norm "
-        f"{cfg.max_grad_norm:g}",
+        f"optimizer:    {cfg.optimizer}, eps {cfg.adam_epsilon:g}, weight decay {cfg.weight_decay:g}, clip at global "
+        f"norm {cfg.max_grad_norm:g}",
         f"lr schedule:  linear warmup to {cfg.lr:g} over {cfg.warmup_steps} updates, then linear decay to "
         f"{cfg.end_lr:g} at update {total_steps}",
     ]
@@ -874,7 +876,8 @@ def _pretrain(cfg: PretrainConfig, inputs: _Inputs, rank: int, world_size: int) 
     batches_per_epoch = inputs.train.batches_per_epoch(cfg.train_batch_size, world_size)
     total_steps = total_updates(cfg.train_steps, cfg.epochs, inputs.train, cfg.train_batch_size, world_size)
     schedule = WarmupPolynomialDecay(cfg.lr, cfg.warmup_steps, total_steps, cfg.end_lr)
-    optimizer = build_optimizer(cfg.optimizer, pretraining_parameters(net), schedule, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(cfg.optimizer, pretraining_parameters(net), schedule, weight_decay=cfg.weight_decay,
+                                eps=cfg.adam_epsilon)
     loss_scale = DynamicLossScale(cfg.init_loss_scale) if compute_dtype == mstype.float16 else None
     train_step = TrainStep(net, optimizer, accumulation_steps=cfg.accumulation_steps,
                            max_grad_norm=cfg.max_grad_norm, loss_scale=loss_scale, jit=cfg.jit)
