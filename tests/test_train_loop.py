@@ -228,7 +228,7 @@ def test_run_summary_comes_first(corpus_shards, overflow_run):
         "  global batch: 8 = 8 per micro-batch x 1 accumulation x 1 devices",
         "  devices:      1 x CPU",
         "  precision:    float16 matmuls, float32 master weights (O2), dynamic loss scale from 1.09951e+12",
-        "  optimizer:    adamw, weight decay 0.01, clip at global norm 1",
+        "  optimizer:    adamw, eps 1e-06, weight decay 0.01, clip at global norm 1",
         f"  lr schedule:  linear warmup to 0.002 over 3 updates, then linear decay to 0.0005 at update "
         f"{OVERFLOW_STEPS}"]
 
