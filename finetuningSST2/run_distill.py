@@ -26,7 +26,7 @@ import sys
 from smallbert.errors import cli_main
 from smallbert.finetune.config import DistillConfig
 from smallbert.finetune.flags import add_common_flags, config_from_args
-from smallbert.flags import HelpFormatter, boolean
+from smallbert.flags import HelpFormatter, add_compile_cache_flag, boolean
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="epochs of that layer stage before the --epochs of the logit stage (default: %(default)s)")
     add("--logits_cache", help="file for the teacher's transfer-set logits (default: CACHE_DIR/teacher-*.npz, "
                                "keyed by teacher, text and max length)")
+    add_compile_cache_flag(parser, default=defaults.compile_cache)
     return parser.parse_args(argv)
 
 

@@ -274,6 +274,32 @@ def test_cli_one_line_error(toy, teacher_dir, tmp_path):
     assert not os.path.exists(tmp_path / "out")
 
 
+@pytest.mark.slow
+def test_repeated_distillation_reuses_its_graphs_bit_for_bit(toy, teacher_dir, tmp_path):
+    """The first run compiles the teacher (its logits) and then the student; the second reads the logits from
+    their cache, so compiles no teacher, and must still load the student's graphs from the first run's entry."""
+    from test_compile_cache import entries, graphs, run_cached
+
+    def distil(name):
+        log = run_cached(tmp_path, os.path.join("finetuningSST2", "run_distill.py"), "--teacher", teacher_dir,
+                         "--data_dir", toy["few"], "--bert_config_file", toy["configs"]["student"],
+                         "--vocab_file", toy["student_vocab"], "--transfer_file", toy["transfer"],
+                         "--max_length", "32", "--pad_to_max_length", "--train_batch_size", "8", "--lr", "5e-4",
+                         "--epochs", "1", "--do_predict", "false", "--output_dir", str(tmp_path / name))
+        results = json.loads((tmp_path / name / "eval_results.json").read_text())
+        return [{k: v for k, v in epoch.items() if k != "train_seconds"}
+                for seed in results["seeds"] for epoch in seed["epochs"]], log
+
+    first, log = distil("first")
+    assert "from cache" not in log and "new; graphs are saved there" in log
+    [entry] = entries(str(tmp_path / "cache"))
+    assert len(graphs(str(tmp_path / "cache"), entry)) >= 2  # the student's train step and its evaluation
+    again, log = distil("again")
+    assert "teacher logits for" in log and "from cache" in log  # no teacher graph compiled this time
+    assert "reusing its graphs" in log and entries(str(tmp_path / "cache")) == [entry]
+    assert again == first  # losses and dev metrics, bit for bit
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Layer distillation (--intermediate_loss) and resume
 

@@ -26,8 +26,8 @@ class FinetuneConfig:
     `cache_dir` None means `encode.default_cache_dir()` (~/.cache/smallbert/finetune, or under $SMALLBERT_CACHE_DIR).
     `overwrite`: clear a non-empty `output_dir` first instead of refusing it.
     `resume`: continue from the newest epoch checkpoint in `output_dir` (per seed with several seeds), if any.
-    `compile_cache`: a fresh training run keeps its graphs in `smallbert.compile_cache` (run_classify; distillation
-    and resumed runs compile as before).
+    `compile_cache`: a fresh training run keeps its graphs in `smallbert.compile_cache` (resumed runs compile as
+    before).
     """
 
     data_dir: str

@@ -26,14 +26,15 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
+from .. import compile_cache
 from ..data.extract import read_documents
 from ..errors import SmallBertError, output_directory
 from ..tokenization import FullTokenizer
 from .config import DistillConfig
 from .encode import SPECIAL_TOKENS, default_cache_dir, encode_split
 from .layers import check_same_tokenizer, train_layers
-from .loop import (check_output_dir, format_metrics, hparams_of, load_data, num_outputs, resolve_inputs,
-                   train_seeds, with_labels)
+from .loop import (check_output_dir, compile_setup, format_metrics, hparams_of, load_data, num_outputs,
+                   resolve_inputs, train_seeds, with_labels)
 from .metrics import task_metrics
 from .tasks import Split
 from .teacher import cache_key, default_cache_path, load_teacher, teacher_logits
@@ -209,6 +210,9 @@ def run_distill(cfg: DistillConfig) -> dict:
                                 data.task.is_regression).items()}
     logger.info("teacher %s: %s", cfg.teacher, format_metrics(teacher_dev))
     teacher_model = teacher.model if cfg.intermediate_loss else None  # the layer stage runs the teacher live
+    # The teacher's logit graphs are compiled above, or not at all when its logits were cached: outside the
+    # session, whose graphs MindSpore numbers from its start. The live teacher's graphs are compiled inside it.
+    teacher_key = {"digest": teacher.digest, "config": teacher.model.config.to_dict()} if teacher_model else None
     teacher = None  # the logit stage needs only its cached logits
 
     def layer_stage(model, seed):
@@ -229,7 +233,9 @@ def run_distill(cfg: DistillConfig) -> dict:
     def train_columns(rows):
         return transfer.labels[rows], soft_targets[rows]
 
-    with output_directory(cfg.output_dir):
+    setup = {**compile_setup(cfg, config, data), "teacher": teacher_key} \
+        if cfg.compile_cache and not cfg.resume else None
+    with compile_cache.session(setup), output_directory(cfg.output_dir):
         results = train_seeds(cfg, checkpoint, config, data, vocab_file, do_lower_case,
                               {"hparams": hparams, "teacher": teacher_info,
                                **{f"teacher_{key}": value for key, value in teacher_dev.items()}},

@@ -586,7 +586,7 @@ def train_seeds(cfg: FinetuneConfig, checkpoint: str, config: BertConfig, data: 
 
 # Flags that cannot change which graphs a fine-tuning run compiles, or their order: paths and bookkeeping.
 GRAPH_NEUTRAL_FLAGS = ("data_dir", "init_checkpoint", "output_dir", "vocab_file", "bert_config_file", "cache_dir",
-                       "overwrite", "compile_cache")
+                       "overwrite", "compile_cache", "teacher", "transfer_files", "logits_cache")  # the last: distillation's
 
 
 def compile_setup(cfg: FinetuneConfig, config: BertConfig, data: Data) -> dict:
