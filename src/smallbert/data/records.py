@@ -103,7 +103,7 @@ def write_mindrecord(path: str, arrays: dict[str, np.ndarray], page_size: int = 
     if lib is None or n == 0 or n * len(_RAW_ROW) > page_size:
         _write_with_shard_writer(path, columns, fields, arrays, page_size)
     else:
-        _write_pages(path, columns, fields, arrays, page_size, lib)
+        _write_pages(path, columns, arrays, page_size, lib)
     write_index(path)
     for written in (path, path + ".db"):
         os.chmod(written, stat.S_IRUSR | stat.S_IWUSR)  # as FileWriter leaves them
@@ -140,17 +140,17 @@ def _header_json(path: str, arrays: dict[str, np.ndarray], pages: list[dict], pa
     return ("{" + ",".join(f"{dump(key)}:{dump(value)}" for key, value in parts.items()) + "}").encode()
 
 
-def _write_pages(path: str, columns: list[np.ndarray], fields: list[str], arrays: dict[str, np.ndarray],
-                 page_size: int, lib: ctypes.CDLL) -> None:
+def _write_pages(path: str, columns: list[np.ndarray], arrays: dict[str, np.ndarray], page_size: int,
+                 lib: ctypes.CDLL) -> None:
     """The shard as MindSpore's ShardWriter lays out one write of all rows: the header (8-byte little-endian
     length, JSON, zeros up to HEADER_SIZE); blob pages 0..k-1, each holding the next rows that fit in page_size;
     then raw page k with every row's raw record. Page i starts at HEADER_SIZE + i * page_size; the last page ends
     the file."""
+    if any(c.dtype not in (np.int32, np.float32) for c in columns):
+        raise SmallBertError(f"{path}: the MindRecord writer takes int32 and float32 columns only")
     n = len(columns[0])
     widths = np.array([c.shape[1] for c in columns], np.int64)
     is_int32 = np.array([c.dtype == np.int32 for c in columns], np.int32)
-    if any(c.dtype.itemsize != 4 for c in columns):
-        raise SmallBertError(f"{path}: the MindRecord writer takes 4-byte columns only")
     pointers = (ctypes.c_void_p * len(columns))(*(c.ctypes.data for c in columns))
     bound = int(8 + sum(8 + (4 + (w + 3) // 4 if i else 0) + 4 * w for w, i in zip(widths, is_int32)))
     buffer = np.empty(bound * n, np.uint8)
