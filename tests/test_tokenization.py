@@ -129,3 +129,22 @@ def test_bad_vocab_files(tmp_path):
     (tmp_path / "nounk.txt").write_text("a\nb\n")
     with pytest.raises(SmallBertError, match=r"nounk.txt: vocab has no \[UNK\]"):
         FullTokenizer(tmp_path / "nounk.txt")
+
+
+def test_character_classes_are_cached_and_equal_the_scan(tmp_path, monkeypatch):
+    """The classes come from a scan of every code point once per cache directory, then from its file."""
+    import json
+
+    from smallbert import tokenization
+
+    monkeypatch.setenv("SMALLBERT_CACHE_DIR", str(tmp_path))
+    tokenization._unicode_classes.cache_clear()
+    try:
+        scanned = tokenization._unicode_classes()
+        [cached_file] = os.listdir(tmp_path)
+        assert (scanned[0].pattern, scanned[1]) == tokenization._scan_unicode_classes()
+        (tmp_path / cached_file).write_text(json.dumps(["[a]", "[b]"]))  # a marker: is the file what is read?
+        tokenization._unicode_classes.cache_clear()
+        assert (tokenization._unicode_classes()[0].pattern, tokenization._unicode_classes()[1]) == ("[a]", "[b]")
+    finally:
+        tokenization._unicode_classes.cache_clear()

@@ -26,6 +26,9 @@ Unlike `transformers`' Python port, text is not NFC-normalized first, and specia
 from __future__ import annotations
 
 import functools
+import hashlib
+import inspect
+import json
 import os
 import re
 import sys
@@ -35,7 +38,9 @@ from typing import Iterable, Sequence
 
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 
+from smallbert import native
 from smallbert.errors import SmallBertError
+from smallbert.fileio import write_json
 
 UNK_TOKEN = "[UNK]"
 CJK_RANGES = (  # Google's `_is_chinese_char`: the CJK Unified Ideographs blocks.
@@ -88,7 +93,29 @@ def _ranges(chars: Iterable[int]) -> list[tuple[int, int]]:
 def _unicode_classes() -> tuple[re.Pattern, str]:
     """Google's character classes from this interpreter's `unicodedata`: the Python regex of what
     `_clean_text` drops (NUL, U+FFFD, Cc and Cf except \\t \\n \\r), and the Oniguruma (Rust) class
-    of characters that become words of their own (punctuation and CJK ideographs)."""
+    of characters that become words of their own (punctuation and CJK ideographs).
+
+    Scanning every code point takes ~0.2 s, in every process that tokenizes (the data tool's workers): the two
+    classes are kept in the cache directory, keyed by the Unicode version and the scanning code.
+    """
+    key = hashlib.sha256(f"{unicodedata.unidata_version} {sys.maxunicode} {inspect.getsource(_scan_unicode_classes)}"
+                         .encode()).hexdigest()[:16]
+    path = os.path.join(native.cache_dir(), f"unicode-classes-{key}.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            python_class, rust_class = json.load(f)
+    except (OSError, ValueError):
+        python_class, rust_class = _scan_unicode_classes()
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_json(path, [python_class, rust_class])
+        except OSError:  # a read-only cache only costs the scan again
+            pass
+    return re.compile(python_class), rust_class
+
+
+def _scan_unicode_classes() -> tuple[str, str]:
+    """`_unicode_classes`' two classes, as pattern strings, from a scan of every code point."""
     remove, split = {0, 0xFFFD}, {cp for a, b in CJK_RANGES for cp in range(a, b + 1)}
     split.update(cp for a, b in ((33, 47), (58, 64), (91, 96), (123, 126)) for cp in range(a, b + 1))
     for cp in range(sys.maxunicode + 1):
@@ -99,7 +126,7 @@ def _unicode_classes() -> tuple[re.Pattern, str]:
             remove.add(cp)
     python_class = "".join(f"\\U{a:08X}-\\U{b:08X}" for a, b in _ranges(remove))
     rust_class = "".join(f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in _ranges(split))
-    return re.compile(f"[{python_class}]"), f"[{rust_class}]"
+    return f"[{python_class}]", f"[{rust_class}]"
 
 
 def _strip_accents(word: str) -> str:
@@ -149,23 +176,14 @@ class FullTokenizer:
         words = [(text if text.isascii() and text.isprintable() else remove("", text)).split() for text in texts]
         if len(self._cache) > self._cache_size:
             self._cache.clear()
-        get = self._cache.__getitem__
-        encoded: list[list[int]] = []
-        missing = []  # texts with a word not seen yet: all such words go to Rust in one call
-        for index, ws in enumerate(words):
-            try:
-                encoded.append(list(chain.from_iterable(map(get, ws))))
-            except KeyError:
-                encoded.append([])
-                missing.append(index)
-        if missing:
-            new = list({w for index in missing for w in words[index] if w not in self._cache})
+        cache = self._cache
+        new = list({w for ws in words for w in ws if w not in cache})  # all unseen words: one call into Rust
+        if new:
             normalized = [_strip_accents(w.lower()) for w in new] if self.do_lower_case else new
             for word, encoding in zip(new, self._wordpiece.encode_batch(normalized, add_special_tokens=False)):
-                self._cache[word] = tuple(encoding.ids)
-            for index in missing:
-                encoded[index] = list(chain.from_iterable(map(get, words[index])))
-        return encoded
+                cache[word] = tuple(encoding.ids)
+        get = cache.__getitem__
+        return [list(chain.from_iterable(map(get, ws))) for ws in words]
 
     def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
         """Maps tokens to ids; an unknown token raises KeyError, as in Google's code."""
