@@ -7,6 +7,7 @@ heavy, so data-pipeline worker processes can use it without MindSpore.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -80,3 +81,14 @@ def build(source: str, flags: list[str], what: str, fallback: str, path: str | N
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+DATA_FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"]
+
+
+def load_data_library(source: str, what: str, fallback: str) -> ctypes.CDLL | None:
+    """The data tool's library built from `source`, loaded; None if SMALLBERT_NATIVE_DATA=0 or it can't be built."""
+    if os.environ.get("SMALLBERT_NATIVE_DATA", "1") == "0":
+        return None
+    path = build(source, DATA_FLAGS, what, fallback)
+    return None if path is None else ctypes.CDLL(path)

@@ -337,19 +337,15 @@ def pack_instances(instances: list[TrainingInstance], max_seq_length: int,
 
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "instances.cc")
-_FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"]
 _FALLBACK = "building instances in Python (the same instances, several times slower)"
 
 
 @functools.lru_cache(maxsize=None)
 def native_library() -> ctypes.CDLL | None:
     """The compiled instance builder, built on first call; None if switched off or it can't be built."""
-    if os.environ.get("SMALLBERT_NATIVE_DATA", "1") == "0":
+    lib = native.load_data_library(_SOURCE, "native instance builder", _FALLBACK)
+    if lib is None:
         return None
-    path = native.build(_SOURCE, _FLAGS, "native instance builder", _FALLBACK)
-    if path is None:
-        return None
-    lib = ctypes.CDLL(path)
     p = ctypes.c_void_p
     lib.sb_create_instances.restype = p
     lib.sb_create_instances.argtypes = [p, p, p, ctypes.c_int64, p, ctypes.c_double, ctypes.c_double, p, p,

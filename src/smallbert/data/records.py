@@ -112,13 +112,10 @@ def write_mindrecord(path: str, arrays: dict[str, np.ndarray], page_size: int = 
 @functools.lru_cache(maxsize=None)
 def _rows_library() -> ctypes.CDLL | None:
     """records.cc, built on first call; None if switched off (SMALLBERT_NATIVE_DATA=0) or it can't be built."""
-    if os.environ.get("SMALLBERT_NATIVE_DATA", "1") == "0":
+    lib = native.load_data_library(_ROWS_SOURCE, "native MindRecord writer",
+                                   "writing shards with MindSpore's writer (slower)")
+    if lib is None:
         return None
-    path = native.build(_ROWS_SOURCE, ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"],
-                        "native MindRecord writer", "writing shards with MindSpore's writer (slower)")
-    if path is None:
-        return None
-    lib = ctypes.CDLL(path)
     p = ctypes.c_void_p
     lib.sb_mindrecord_rows.restype = ctypes.c_int64
     lib.sb_mindrecord_rows.argtypes = [ctypes.c_int64, ctypes.c_int32, p, p, p, p, p]
