@@ -5,6 +5,7 @@ import pytest
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
+from smallbert import cpu_kernels
 from smallbert.errors import SmallBertError
 from smallbert.optim import WarmupPolynomialDecay, build_optimizer, excluded_from_weight_decay
 
@@ -72,6 +73,19 @@ def test_optimizer_matches_numpy_reference(name, scheduled):
     for p in params:
         np.testing.assert_allclose(p.asnumpy(), expected[p.name], rtol=1e-5, atol=2e-5, err_msg=p.name)
     assert int(optimizer.global_step.asnumpy()[0]) == 4
+
+
+@pytest.mark.skipif(not cpu_kernels.enabled(), reason="no C++ compiler for the fused CPU kernels")
+def test_adamw_forms_one_minus_beta_in_double_as_google_does():
+    """After one update from zero moments, m = float32(1 - 0.9)·g and v = float32(1 - 0.999)·g², the constants
+    formed in double and then rounded, as Google's TF code and torch do. MindSpore's nn.AdamWeightDecay kernel
+    forms 1 - float32(0.999) = 0.00099998713 and gives v 1.29e-5 too small: outside this tolerance."""
+    weight = Parameter(Tensor(np.ones(3, np.float32)), name="dense.weight")
+    optimizer = build_optimizer("adamw", [weight], 0.1, weight_decay=0.0)
+    gradient = np.array([1.0, 2.0, 3.0], np.float32)
+    ms.jit(optimizer)((Tensor(gradient),))
+    np.testing.assert_allclose(optimizer.moments1[0].asnumpy(), np.float32(1 - 0.9) * gradient, rtol=2e-7)
+    np.testing.assert_allclose(optimizer.moments2[0].asnumpy(), np.float32(1 - 0.999) * gradient ** 2, rtol=2e-7)
 
 
 def test_lamb_moves_a_zero_bias_by_about_lr_per_step():

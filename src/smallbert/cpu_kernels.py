@@ -1,9 +1,13 @@
-"""Fused float32 CPU kernels for LayerNorm, exact GELU and dropout, run as MindSpore AOT custom ops.
+"""Fused float32 CPU kernels for LayerNorm, exact GELU, dropout, softmax cross-entropy and the AdamWeightDecay
+update, run as MindSpore AOT custom ops.
 
 On CPU, MindSpore 2.10's LayerNormGrad takes ~19 ms on a [4096, 256] activation and the erf GELU ~60 ms forward +
 backward on [4096, 1024]: together about a fifth of an L4-H256 pretraining step. `cpu_kernels.cc` does each in one
 pass over memory (~3 and ~6 ms). Its dropout draws masks from a counter-based generator whose only state is a step
 counter per layer, which checkpoints save: resumed runs and repeated seeds are bit-exact (`FusedDropout`).
+The softmax cross-entropy (`FusedSoftmaxNll`) and the optimizer update (`adam_weight_decay_update`) are there for
+exactness: MindSpore's float32 CPU Exp/LogSoftmax are biased by ~1e-6 and its AdamWeightDecay kernel forms 1 - beta2
+in float32 (see each), which moved 200 AdamW steps 2.4e-3 away from Google's update in transformers.
 
 The C++ ships as source and is compiled with the system's C++ compiler (`$CXX`, else `g++`) on first use, for this
 CPU (`-march=native`), into `$SMALLBERT_CACHE_DIR` (default `~/.cache/smallbert`). The model falls back to
@@ -29,8 +33,10 @@ from smallbert import native
 logger = logging.getLogger("smallbert")
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.cc")
-FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-D_GLIBCXX_USE_CXX11_ABI=0"]
-FALLBACK = "using MindSpore's own LayerNorm, GELU and dropout (slower; dropout masks not resumable)"
+FLAGS = ["-O3", "-march=native", "-std=c++17", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC", "-pthread",
+         "-D_GLIBCXX_USE_CXX11_ABI=0"]
+FALLBACK = ("using MindSpore's own LayerNorm, GELU, dropout, softmax and AdamWeightDecay (slower; dropout masks not "
+            "resumable)")
 _disabled = 0
 
 
@@ -176,6 +182,37 @@ class FusedDropout(SeededDropout):
             return super().construct(x)
         y, _ = self.op(x, self.stream, self.step, self.keep_prob)
         return ops.depend(y, ops.assign_add(self.step, ops.ones_like(self.step)))
+
+
+class FusedSoftmaxNll(nn.Cell):
+    """(logits float32 [N, C], labels int32 [N]) → (nll float32 [N], logsumexp float64 [N]): per-row softmax
+    cross-entropy, -log softmax(logits)[label], with its backward dlogits = dnll · (softmax - onehot).
+
+    The exponentials and their sums are in double precision. MindSpore 2.10's float32 CPU `Exp` is biased by
+    -1.6e-6 relative on average and its `LogSoftmax`/`Softmax` probabilities sum to 1 + ~1e-6, so every row of
+    the gradient softmax - onehot summed to ~1e-6 instead of 0, pushing the MLM output bias and every word-embedding
+    row the same way at every step. Never materialises the log-probabilities: it keeps only the logits and the
+    logsumexp for the backward (the logsumexp output carries no gradient). A label outside [0, C) fails the kernel.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.forward = _custom("SoftmaxNllForward", lambda x, y: (y, y), lambda x, y: (x, mstype.float64))
+        self.backward = _custom("SoftmaxNllBackward", lambda x, y, lse, dnll: x, lambda x, y, lse, dnll: x)
+
+    def construct(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        return self.forward(logits, labels)
+
+    def bprop(self, logits, labels, out, dout):
+        return self.backward(logits, labels, out[1], dout[0]), ops.zeros_like(labels)
+
+
+def adam_weight_decay_update() -> ops.Custom:
+    """The op (w, m, v, g [n]; lr [], wd [], hyper [5] = (β1, 1-β1, β2, 1-β2, eps)) → (w', m', v'), float32:
+    Google BERT's AdamWeightDecay step for one tensor, w' = w - lr·(m' / (sqrt(v') + eps) + wd·w), out of place
+    (the caller assigns). See `optim.AdamWeightDecay` for why not MindSpore's kernel."""
+    return _custom("AdamWeightDecayUpdate", lambda w, m, v, g, lr, wd, h: (w, w, w),
+                   lambda w, m, v, g, lr, wd, h: (w, w, w))
 
 
 def _rank() -> int:

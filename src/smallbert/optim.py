@@ -1,19 +1,22 @@
 """Optimizers and learning-rate schedule for BERT, as Google's `optimization.py` defines them.
 
 - `WarmupPolynomialDecay`: linear warmup from 0, then polynomial decay to `end_learning_rate`.
-- `AdamWeightDecay`: MindSpore's `nn.AdamWeightDecay` (Google's update: no bias correction, eps 1e-6, decoupled
-  weight decay), with decay only on parameters that are not LayerNorm weights or biases.
+- `AdamWeightDecay`: Google's update (no bias correction, eps 1e-6, decoupled weight decay), with decay only on
+  parameters that are not LayerNorm weights or biases: our fused CPU kernel, MindSpore's `nn.AdamWeightDecay`
+  elsewhere (see the class for the difference).
 - `Lamb`: LAMB (You et al. 2019) written from composite ops. MindSpore's `nn.Lamb` calls a fused Ascend kernel that
   does not exist on CPU (and is deprecated after 2.9); ours runs on every device, the same code everywhere.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from mindspore.nn.learning_rate_schedule import LearningRateSchedule
 
+from . import cpu_kernels
 from .config import OPTIMIZERS
 from .errors import SmallBertError
 
@@ -71,15 +74,17 @@ def grouped_parameters(params: Sequence[Parameter], weight_decay: float) -> list
     return groups + [{"order_params": list(params)}]
 
 
-def _lamb_update(beta1: Tensor, beta2: Tensor, eps: Tensor, lr: Tensor, bias_correction1: Tensor,
+def _lamb_update(betas: tuple[Tensor, Tensor, Tensor, Tensor], eps: Tensor, lr: Tensor, bias_correction1: Tensor,
                  bias_correction2: Tensor, weight_decay: Tensor, param: Parameter, m: Parameter, v: Parameter,
                  gradient: Tensor, decay: bool, adapt: bool) -> Tensor:
     """One LAMB update of one parameter tensor, in float32; returns the new parameter value.
 
-    adapt False: trust ratio 1 (a plain Adam step with bias correction), for LayerNorm weights and biases."""
+    betas: (β1, 1-β1, β2, 1-β2) as float32 scalars. adapt False: trust ratio 1 (a plain Adam step with bias
+    correction), for LayerNorm weights and biases."""
+    beta1, one_minus_beta1, beta2, one_minus_beta2 = betas
     gradient = gradient.astype(mstype.float32)
-    next_m = beta1 * m + (1.0 - beta1) * gradient
-    next_v = beta2 * v + (1.0 - beta2) * ops.square(gradient)
+    next_m = beta1 * m + one_minus_beta1 * gradient
+    next_v = beta2 * v + one_minus_beta2 * ops.square(gradient)
     update = (next_m / bias_correction1) / (ops.sqrt(next_v / bias_correction2) + eps)
     if decay:
         update = update + weight_decay * param
@@ -95,6 +100,46 @@ def _lamb_update(beta1: Tensor, beta2: Tensor, eps: Tensor, lr: Tensor, bias_cor
     ops.assign(v, next_v)
     ops.assign(param, next_param)
     return next_param
+
+
+class AdamWeightDecay(nn.Optimizer):
+    """Google BERT's AdamWeightDecay (`optimization.py`) through `cpu_kernels.adam_weight_decay_update`, for CPU.
+    Per tensor w with gradient g, no bias correction, λ = 0 for LayerNorm weights and biases:
+
+        m = β1·m + (1-β1)·g,   v = β2·v + (1-β2)·g²,   w = w - lr · (m / (sqrt(v) + eps) + λ·w)
+
+    1-β1 and 1-β2 are formed in double precision and then rounded to float32, as Google's TF code (`1.0 -
+    self.beta_2` of Python floats) and torch do. MindSpore's `nn.AdamWeightDecay` kernel forms them in float32
+    from the rounded betas: 1 - float32(0.999) is 1.29e-5 below float32(0.001), so every v is 1.29e-5 too small,
+    in the same direction at every step, and no float32 β2 avoids it. Moments are named `adam_m.<param>` /
+    `adam_v.<param>` as `nn.AdamWeightDecay` names them, so checkpoints move between the two.
+    """
+
+    def __init__(self, params, learning_rate, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-6,
+                 weight_decay: float = 0.0):
+        super().__init__(learning_rate, params, weight_decay)
+        self.hyper = Tensor([beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps], mstype.float32)
+        self.no_decay = Tensor(0.0, mstype.float32)
+        self.moments1 = self._parameters.clone(prefix="adam_m", init="zeros")
+        self.moments2 = self._parameters.clone(prefix="adam_v", init="zeros")
+        self.update = cpu_kernels.adam_weight_decay_update()
+
+    def construct(self, gradients: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        lr = self.get_lr()
+        weight_decay = self.get_weight_decay()
+        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        if not self.is_group:
+            weight_decay = (weight_decay,) * len(self._parameters)
+        updated = ()
+        for param, m, v, gradient, wd, decay in zip(self._parameters, self.moments1, self.moments2, gradients,
+                                                    weight_decay, self.decay_flags):
+            next_param, next_m, next_v = self.update(param, m, v, gradient.astype(mstype.float32), lr,
+                                                     wd if decay else self.no_decay, self.hyper)
+            ops.assign(m, next_m)
+            ops.assign(v, next_v)
+            ops.assign(param, next_param)
+            updated += (next_param,)
+        return updated
 
 
 class Lamb(nn.Optimizer):
@@ -123,6 +168,10 @@ class Lamb(nn.Optimizer):
         self.adapt_flags = tuple(not excluded(p.name) for p in self._parameters)
         self.beta1 = Tensor(beta1, mstype.float32)
         self.beta2 = Tensor(beta2, mstype.float32)
+        # 1 - β formed in double, then rounded, as in AdamWeightDecay
+        self.betas = (self.beta1, Tensor(1.0 - beta1, mstype.float32), self.beta2, Tensor(1.0 - beta2, mstype.float32))
+        self.log_beta1 = Tensor(math.log(beta1), mstype.float32)
+        self.log_beta2 = Tensor(math.log(beta2), mstype.float32)
         self.eps = Tensor(eps, mstype.float32)
         self.moments1 = self._parameters.clone(prefix="lamb_m", init="zeros")
         self.moments2 = self._parameters.clone(prefix="lamb_v", init="zeros")
@@ -132,15 +181,16 @@ class Lamb(nn.Optimizer):
         weight_decay = self.get_weight_decay()
         self.assignadd(self.global_step, self.global_step_increase_tensor)
         step = self.global_step.astype(mstype.float32).reshape(())
-        bias_correction1 = 1.0 - ops.pow(self.beta1, step)
-        bias_correction2 = 1.0 - ops.pow(self.beta2, step)
+        # 1 - β^t as -expm1(t·log β), log β from the double β: 1 - pow(float32 β, t) cancels to ~1e-5 relative error
+        bias_correction1 = -ops.expm1(step * self.log_beta1)
+        bias_correction2 = -ops.expm1(step * self.log_beta2)
         if not self.is_group:
             weight_decay = (weight_decay,) * len(self._parameters)
         updated = ()
         for param, m, v, gradient, wd, decay, adapt in zip(self._parameters, self.moments1, self.moments2,
                                                            gradients, weight_decay, self.decay_flags,
                                                            self.adapt_flags):
-            updated += (_lamb_update(self.beta1, self.beta2, self.eps, lr, bias_correction1, bias_correction2, wd,
+            updated += (_lamb_update(self.betas, self.eps, lr, bias_correction1, bias_correction2, wd,
                                      param, m, v, gradient, decay, adapt),)
         return updated
 
@@ -152,7 +202,8 @@ def build_optimizer(name: str, params: Sequence[Parameter], learning_rate: float
     """Returns the optimizer `name` ("adamw" or "lamb") over `params`, Google's BERT settings by default.
 
     Weight decay applies to every parameter except LayerNorm weights and biases (`excluded_from_weight_decay`);
-    so does Lamb's trust ratio unless `exclude_from_layer_adaptation` says otherwise (see `Lamb`).
+    so does Lamb's trust ratio unless `exclude_from_layer_adaptation` says otherwise (see `Lamb`). "adamw" is our
+    `AdamWeightDecay` where the fused CPU kernels are on (`cpu_kernels.enabled()`), else `nn.AdamWeightDecay`.
     The optimizer's `global_step` Parameter counts applied updates and is what `learning_rate` is evaluated at.
     """
     if name not in OPTIMIZERS:
@@ -161,7 +212,8 @@ def build_optimizer(name: str, params: Sequence[Parameter], learning_rate: float
         raise SmallBertError(f"--weight_decay: must be >= 0, got {weight_decay}")
     groups = grouped_parameters(list(params), weight_decay)
     if name == "adamw":
-        return nn.AdamWeightDecay(groups, learning_rate, beta1=beta1, beta2=beta2, eps=eps)
+        adamw = AdamWeightDecay if cpu_kernels.enabled() else nn.AdamWeightDecay
+        return adamw(groups, learning_rate, beta1=beta1, beta2=beta2, eps=eps)
     return Lamb(groups, learning_rate, beta1=beta1, beta2=beta2, eps=eps,
                 exclude_from_layer_adaptation=exclude_from_layer_adaptation)
 

@@ -337,14 +337,16 @@ def token_nll(logits: Tensor, ids: Tensor) -> Tensor:
 
 
 def masked_lm_loss(mlm_logits: Tensor, masked_lm_ids: Tensor, masked_lm_weights: Tensor,
-                   denominator: Tensor | None = None) -> Tensor:
+                   denominator: Tensor | None = None, softmax_nll: nn.Cell | None = None) -> Tensor:
     """Google's masked-LM loss: sum(w · nll) / (sum(w) + 1e-5) over the prediction slots.
 
     mlm_logits float32 [B,P,V]; masked_lm_ids int32 [B,P]; masked_lm_weights float32 [B,P], 1.0 for a real
     prediction and 0.0 for padding, so padded slots (whatever their ids) contribute nothing. `denominator`, a
-    float32 scalar, replaces sum(w) + 1e-5 (see `BertPreTrainingWithLoss.split_batch`). Returns a scalar.
+    float32 scalar, replaces sum(w) + 1e-5 (see `BertPreTrainingWithLoss.split_batch`). `softmax_nll`, a
+    `cpu_kernels.FusedSoftmaxNll`, computes the nll instead of `token_nll`. Returns a scalar.
     """
-    nll = token_nll(mlm_logits.reshape(-1, mlm_logits.shape[-1]), masked_lm_ids.reshape(-1))
+    logits, ids = mlm_logits.reshape(-1, mlm_logits.shape[-1]), masked_lm_ids.reshape(-1)
+    nll = token_nll(logits, ids) if softmax_nll is None else softmax_nll(logits.astype(mstype.float32), ids)[0]
     weights = masked_lm_weights.reshape(-1)
     if denominator is None:
         denominator = weights.sum() + 1e-5
@@ -365,6 +367,8 @@ class BertPreTrainingWithLoss(nn.Cell):
         self.mlm_only = mlm_only
         # sums the ranks' shares of the MLM denominator (see split_batch)
         self.rank_sum = ops.AllReduce() if _data_parallel_world_size() > 1 else None
+        # on CPU, the losses' softmax in double precision: MindSpore's float32 one is biased (see FusedSoftmaxNll)
+        self.softmax_nll = cpu_kernels.FusedSoftmaxNll() if cpu_kernels.enabled() else None
 
     def construct(self, input_ids, input_mask, segment_ids, masked_lm_positions, masked_lm_ids, masked_lm_weights,
                   next_sentence_labels, mlm_denominator=None):
@@ -372,11 +376,16 @@ class BertPreTrainingWithLoss(nn.Cell):
             mlm_denominator = ops.stop_gradient(self.rank_sum(mlm_denominator))
         if self.mlm_only:
             mlm_logits = self.model.masked_lm_only(input_ids, segment_ids, input_mask, masked_lm_positions)
-            mlm_loss = masked_lm_loss(mlm_logits, masked_lm_ids, masked_lm_weights, mlm_denominator)
+            mlm_loss = masked_lm_loss(mlm_logits, masked_lm_ids, masked_lm_weights, mlm_denominator,
+                                      self.softmax_nll)
             return mlm_loss, mlm_loss, ops.zeros_like(mlm_loss)
         mlm_logits, nsp_logits = self.model(input_ids, segment_ids, input_mask, masked_lm_positions)
-        mlm_loss = masked_lm_loss(mlm_logits, masked_lm_ids, masked_lm_weights, mlm_denominator)
-        nsp_loss = ops.cross_entropy(nsp_logits, next_sentence_labels.reshape(-1))
+        mlm_loss = masked_lm_loss(mlm_logits, masked_lm_ids, masked_lm_weights, mlm_denominator, self.softmax_nll)
+        nsp_labels = next_sentence_labels.reshape(-1)
+        if self.softmax_nll is None:
+            nsp_loss = ops.cross_entropy(nsp_logits, nsp_labels)
+        else:
+            nsp_loss = self.softmax_nll(nsp_logits.astype(mstype.float32), nsp_labels)[0].mean()
         return mlm_loss + nsp_loss, mlm_loss, nsp_loss
 
     @staticmethod
