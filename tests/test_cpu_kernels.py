@@ -13,7 +13,7 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 from smallbert import BertForPreTraining, cpu_kernels
-from smallbert.train import token_nll
+from smallbert.train import global_norm, token_nll
 from smallbert.weights import assign
 
 needs_kernels = pytest.mark.skipif(cpu_kernels.library() is None, reason="no C++ compiler to build the kernels")
@@ -107,6 +107,39 @@ def test_softmax_nll_matches_float64_and_its_gradient_rows_sum_to_zero(shape):
     gradient = dlogits.asnumpy().astype(np.float64)
     np.testing.assert_allclose(gradient, expected, rtol=0, atol=1e-7)
     assert abs(gradient.sum(1).mean()) < 2e-8 and np.abs(gradient.sum(1)).max() < 1e-7
+
+
+class StockMaskedSoftmax(nn.Cell):
+    def construct(self, scores, bias, scale):
+        return ops.softmax(scores * scale + bias, axis=-1)
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (8, 4, 64, 64)])  # odd sizes; enough rows to split over threads
+def test_masked_softmax_matches_mindspore(shape):
+    rng = np.random.default_rng(4)
+    scores = Tensor(rng.standard_normal(shape).astype(np.float32) * 4)
+    bias = np.zeros((shape[0], 1, 1, shape[3]), np.float32)
+    bias[:, :, :, -2:] = -10000.0  # masked keys
+    scale = Tensor([0.125], ms.float32)
+    sens = Tensor(rng.standard_normal(shape).astype(np.float32))
+    results = [Backward(net)(scores, Tensor(bias), scale, sens)
+               for net in (cpu_kernels.FusedMaskedSoftmax(), StockMaskedSoftmax())]
+    (fused, (fused_grad, *_)), (stock, (stock_grad, *_)) = results
+    np.testing.assert_allclose(fused.asnumpy(), stock.asnumpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fused_grad.asnumpy(), stock_grad.asnumpy(), rtol=0, atol=1e-6)
+    assert float(np.abs(fused.asnumpy()[..., -2:]).max()) == 0.0
+
+
+@needs_kernels
+@pytest.mark.parametrize("size", [1001, 300_000])  # below and above the threading threshold
+def test_squared_sum_matches_float64(size):
+    x = np.random.default_rng(3).standard_normal(size).astype(np.float32) * 100
+    assert float(cpu_kernels.squared_sum()(Tensor(x)).asnumpy()[0]) == pytest.approx(
+        float((x.astype(np.float64) ** 2).sum()), rel=1e-7)
+    x16 = Tensor(np.full((64,), 300.0, np.float16))  # squares above float16's max: global_norm casts first
+    assert float(global_norm([x16, x16], cpu_kernels.squared_sum()).asnumpy()) == pytest.approx(
+        300.0 * np.sqrt(128), rel=1e-6)
 
 
 @needs_kernels

@@ -151,6 +151,8 @@ class BertSelfAttention(nn.Cell):
         self.value = Dense(h, h, std, compute_dtype)
         self.dropout = dropout(config.attention_probs_dropout_prob)
         self.scale = 1.0 / math.sqrt(self.head_size)
+        self.masked_softmax = cpu_kernels.FusedMaskedSoftmax() if cpu_kernels.enabled() else None
+        self.scale_tensor = Tensor([self.scale], mstype.float32)
         self.scores_matmul = ops.BatchMatMul(transpose_b=True)
         self.context_matmul = ops.BatchMatMul()
 
@@ -168,8 +170,13 @@ class BertSelfAttention(nn.Cell):
         q = self.split_heads(self.query(hidden_states))
         k = self.split_heads(self.key(hidden_states))
         v = self.split_heads(self.value(hidden_states))
-        scores = self.scores_matmul(q, k).astype(mstype.float32) * self.scale
-        probs = self.dropout(ops.softmax(scores + attention_bias, axis=-1)).astype(v.dtype)
+        raw = self.scores_matmul(q, k).astype(mstype.float32)
+        scores = raw * self.scale
+        if self.masked_softmax is None:
+            probs = ops.softmax(scores + attention_bias, axis=-1)
+        else:  # the scale, mask and softmax in one pass; `scores` is then computed only if a caller uses it
+            probs = self.masked_softmax(raw, attention_bias, self.scale_tensor)
+        probs = self.dropout(probs).astype(v.dtype)
         context = self.context_matmul(probs, v).transpose(0, 2, 1, 3)
         b, s = context.shape[0], context.shape[1]
         return context.reshape(b, s, self.num_heads * self.head_size), scores

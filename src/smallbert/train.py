@@ -181,6 +181,7 @@ class TrainStep(nn.Cell):
         self.loss_scale = loss_scale
         # float16 on a saturating NPU: overflow leaves no inf/nan for the norm check to see (see device.py).
         self.status_finite = device.npu_status_check() if loss_scale is not None else None
+        self.squared_sum = cpu_kernels.squared_sum() if cpu_kernels.enabled() else None  # for global_norm
         self.grad_fn = ms.value_and_grad(self.scaled_forward, None, self.weights, has_aux=True)
         world_size = _data_parallel_world_size()
         self.grad_reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=world_size) \
@@ -213,7 +214,7 @@ class TrainStep(nn.Cell):
         if self.grad_reducer is not None:
             grads = self.grad_reducer(grads)
         inverse = 1.0 / (self.current_scale() * divisor)
-        norm = global_norm(grads) * inverse
+        norm = global_norm(grads, self.squared_sum) * inverse
         finite = ops.isfinite(norm)
         if self.status_finite is not None:
             finite = ops.logical_and(finite, self.status_finite(grads))
@@ -310,13 +311,15 @@ def _tensors(batch: Sequence) -> tuple[Tensor, ...]:
     return tuple(Tensor(x) if isinstance(x, np.ndarray) else x for x in batch)
 
 
-def global_norm(tensors: Sequence[Tensor]) -> Tensor:
-    """sqrt(sum of squares of all elements), float32 scalar; each tensor's part as a dot product with itself,
-    which on CPU is ~2x faster than square-and-sum and makes no temporary copy."""
+def global_norm(tensors: Sequence[Tensor], squared_sum: ops.Custom | None = None) -> Tensor:
+    """sqrt(sum of squares of all elements), float32 scalar. Each tensor's part is `squared_sum`
+    (`cpu_kernels.squared_sum`, ~25x faster than MindSpore on CPU) if given, else a dot product with itself,
+    ~2x faster than square-and-sum and without a temporary copy."""
     total = ops.zeros((), mstype.float32)
     for t in tensors:
         flat = t.reshape(1, -1).astype(mstype.float32)
-        total = total + ops.matmul(flat, flat.T).reshape(())
+        part = ops.matmul(flat, flat.T) if squared_sum is None else squared_sum(flat)
+        total = total + part.reshape(())
     return ops.sqrt(total)
 
 
