@@ -549,7 +549,9 @@ def test_ctrl_c_removes_partial_output(tmp_path, vocab_file):
                              "--input_file", corpus, "--output_dir", str(out), "--vocab_file", vocab_file,
                              "--max_seq_length", "32", "--max_predictions_per_seq", "4", "--dupe_factor", "1",
                              "--documents_per_chunk", "30", "--processes", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            # as from a terminal: under `cmd &` in a script SIGINT is ignored and would be inherited
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (out.is_dir() and any(n.startswith("part-") for n in os.listdir(out))):
         assert proc.poll() is None and time.time() < deadline, "no shard was written"
