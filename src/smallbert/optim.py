@@ -102,7 +102,21 @@ def _lamb_update(betas: tuple[Tensor, Tensor, Tensor, Tensor], eps: Tensor, lr: 
     return next_param
 
 
-class AdamWeightDecay(nn.Optimizer):
+class _PerTensorOptimizer(nn.Optimizer):
+    """An optimizer that updates its parameters one tensor at a time in `construct`."""
+
+    def begin_update(self) -> tuple[Tensor, tuple]:
+        """Counts this update and returns (the learning rate, each parameter's weight decay), evaluated at the
+        number of updates applied before it."""
+        lr = self.get_lr()
+        weight_decay = self.get_weight_decay()
+        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        if not self.is_group:
+            weight_decay = (weight_decay,) * len(self._parameters)
+        return lr, weight_decay
+
+
+class AdamWeightDecay(_PerTensorOptimizer):
     """Google BERT's AdamWeightDecay (`optimization.py`) through `cpu_kernels.adam_weight_decay_update`, for CPU.
     Per tensor w with gradient g, no bias correction, λ = 0 for LayerNorm weights and biases:
 
@@ -125,11 +139,7 @@ class AdamWeightDecay(nn.Optimizer):
         self.update = cpu_kernels.adam_weight_decay_update()
 
     def construct(self, gradients: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        lr = self.get_lr()
-        weight_decay = self.get_weight_decay()
-        self.assignadd(self.global_step, self.global_step_increase_tensor)
-        if not self.is_group:
-            weight_decay = (weight_decay,) * len(self._parameters)
+        lr, weight_decay = self.begin_update()
         updated = ()
         for param, m, v, gradient, wd, decay in zip(self._parameters, self.moments1, self.moments2, gradients,
                                                     weight_decay, self.decay_flags):
@@ -142,7 +152,7 @@ class AdamWeightDecay(nn.Optimizer):
         return updated
 
 
-class Lamb(nn.Optimizer):
+class Lamb(_PerTensorOptimizer):
     """LAMB from composite ops, so it runs on CPU, GPU and Ascend with the same numbers.
 
     Per parameter tensor w with gradient g at update t = 1, 2, ...:
@@ -166,10 +176,8 @@ class Lamb(nn.Optimizer):
         super().__init__(learning_rate, params, weight_decay)
         excluded = exclude_from_layer_adaptation or excluded_from_weight_decay
         self.adapt_flags = tuple(not excluded(p.name) for p in self._parameters)
-        self.beta1 = Tensor(beta1, mstype.float32)
-        self.beta2 = Tensor(beta2, mstype.float32)
         # 1 - β formed in double, then rounded, as in AdamWeightDecay
-        self.betas = (self.beta1, Tensor(1.0 - beta1, mstype.float32), self.beta2, Tensor(1.0 - beta2, mstype.float32))
+        self.betas = tuple(Tensor(x, mstype.float32) for x in (beta1, 1.0 - beta1, beta2, 1.0 - beta2))
         self.log_beta1 = Tensor(math.log(beta1), mstype.float32)
         self.log_beta2 = Tensor(math.log(beta2), mstype.float32)
         self.eps = Tensor(eps, mstype.float32)
@@ -177,15 +185,11 @@ class Lamb(nn.Optimizer):
         self.moments2 = self._parameters.clone(prefix="lamb_v", init="zeros")
 
     def construct(self, gradients: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        lr = self.get_lr()
-        weight_decay = self.get_weight_decay()
-        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        lr, weight_decay = self.begin_update()
         step = self.global_step.astype(mstype.float32).reshape(())
         # 1 - β^t as -expm1(t·log β), log β from the double β: 1 - pow(float32 β, t) cancels to ~1e-5 relative error
         bias_correction1 = -ops.expm1(step * self.log_beta1)
         bias_correction2 = -ops.expm1(step * self.log_beta2)
-        if not self.is_group:
-            weight_decay = (weight_decay,) * len(self._parameters)
         updated = ()
         for param, m, v, gradient, wd, decay, adapt in zip(self._parameters, self.moments1, self.moments2,
                                                            gradients, weight_decay, self.decay_flags,
