@@ -80,9 +80,7 @@ class WeightedNll(nn.Cell):
         self.softmax_nll = softmax_nll
 
     def construct(self, logits, labels, weights):
-        if self.softmax_nll is None:
-            return (token_nll(logits, labels) * weights).sum()
-        return (self.softmax_nll(logits, labels)[0] * weights).sum()
+        return (token_nll(logits, labels, self.softmax_nll) * weights).sum()
 
 
 @needs_kernels

@@ -330,12 +330,15 @@ def _merge(values: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate(values, axis=0)
 
 
-def token_nll(logits: Tensor, ids: Tensor) -> Tensor:
+def token_nll(logits: Tensor, ids: Tensor, softmax_nll: nn.Cell | None = None) -> Tensor:
     """-log softmax(logits)[id] per row: logits float32 [N,V], ids int32 [N] → [N].
 
-    log_softmax + gather rather than `ops.cross_entropy(reduction="none")`: on CPU the latter's graph holds
-    ~19 vocabulary-sized buffers (1.5 GB at N=640, V=30522, measured) where this holds ~3.
+    `softmax_nll`, a `cpu_kernels.FusedSoftmaxNll`, computes it if given. Otherwise log_softmax + gather rather
+    than `ops.cross_entropy(reduction="none")`: on CPU the latter's graph holds ~19 vocabulary-sized buffers
+    (1.5 GB at N=640, V=30522, measured) where this holds ~3.
     """
+    if softmax_nll is not None:
+        return softmax_nll(logits.astype(mstype.float32), ids)[0]
     return -ops.gather_elements(ops.log_softmax(logits, -1), 1, ids.reshape(-1, 1)).reshape(-1)
 
 
@@ -345,11 +348,10 @@ def masked_lm_loss(mlm_logits: Tensor, masked_lm_ids: Tensor, masked_lm_weights:
 
     mlm_logits float32 [B,P,V]; masked_lm_ids int32 [B,P]; masked_lm_weights float32 [B,P], 1.0 for a real
     prediction and 0.0 for padding, so padded slots (whatever their ids) contribute nothing. `denominator`, a
-    float32 scalar, replaces sum(w) + 1e-5 (see `BertPreTrainingWithLoss.split_batch`). `softmax_nll`, a
-    `cpu_kernels.FusedSoftmaxNll`, computes the nll instead of `token_nll`. Returns a scalar.
+    float32 scalar, replaces sum(w) + 1e-5 (see `BertPreTrainingWithLoss.split_batch`). `softmax_nll`: see
+    `token_nll`. Returns a scalar.
     """
-    logits, ids = mlm_logits.reshape(-1, mlm_logits.shape[-1]), masked_lm_ids.reshape(-1)
-    nll = token_nll(logits, ids) if softmax_nll is None else softmax_nll(logits.astype(mstype.float32), ids)[0]
+    nll = token_nll(mlm_logits.reshape(-1, mlm_logits.shape[-1]), masked_lm_ids.reshape(-1), softmax_nll)
     weights = masked_lm_weights.reshape(-1)
     if denominator is None:
         denominator = weights.sum() + 1e-5
@@ -388,7 +390,7 @@ class BertPreTrainingWithLoss(nn.Cell):
         if self.softmax_nll is None:
             nsp_loss = ops.cross_entropy(nsp_logits, nsp_labels)
         else:
-            nsp_loss = self.softmax_nll(nsp_logits.astype(mstype.float32), nsp_labels)[0].mean()
+            nsp_loss = token_nll(nsp_logits, nsp_labels, self.softmax_nll).mean()
         return mlm_loss + nsp_loss, mlm_loss, nsp_loss
 
     @staticmethod
