@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=2.0, help="(default: %(default)s)")
     parser.add_argument("--train_batch_size", type=int, default=32, help="(default: %(default)s)")
     parser.add_argument("--max_length", type=int, default=64, help="(default: %(default)s)")
+    parser.add_argument("--augment", type=int, default=0,
+                        help="run_distill.py --augment: perturbed copies of each train example in the transfer set "
+                             "(default: %(default)s)")
     parser.add_argument("--labelled_rows", type=int, help="keep this many labelled train rows (few-label setting)")
     parser.add_argument("--output_dir", default="bench_out/distill", help="(default: %(default)s)")
     return parser.parse_args(argv)
@@ -140,7 +143,7 @@ def cell_command(method: str, init: str, student: str, args, data_dir: str, tran
 
     classify = [sys.executable, os.path.join(HERE, "finetuningSST2", "run_classify.py")]
     distill = [sys.executable, os.path.join(HERE, "finetuningSST2", "run_distill.py"), "--teacher", args.teacher,
-               "--temperature", str(args.temperature), "--alpha", "0"]
+               "--temperature", str(args.temperature), "--alpha", "0", "--augment", str(args.augment)]
     distill += ["--transfer_file", transfer] if transfer else []
     if method == "labels":
         return classify + start + common(args.lr)

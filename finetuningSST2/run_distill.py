@@ -8,9 +8,9 @@ takes: single sentences or pairs, string labels, or regression (MSE to the teach
 --teacher: a run_classify.py best/ directory or a Hugging Face sequence-classification directory (config.json,
 weights with classifier.*, vocab.txt). The student starts from --init_checkpoint (anything run_classify.py takes)
 or, with --bert_config_file and --vocab_file alone, from random initialisation; each side tokenizes with its own
-vocab. The transfer set is train.tsv's examples plus, for single-sentence tasks, every --transfer_file (one
-sentence per line, blank lines between documents allowed; .gz/.bz2; a Wikipedia .xml.bz2 dump). The teacher's
-logits are cached on disk (reused by a rerun, resumed when interrupted). Writes output_dir/best/, eval_results.json
+vocab. The transfer set is train.tsv's examples, with --augment N up to N perturbed copies of each (Tang et al.
+2019), plus, for single-sentence tasks, every --transfer_file (one sentence per line, blank lines between documents
+allowed; .gz/.bz2; a Wikipedia .xml.bz2 dump). The teacher's logits are cached on disk (reused by a rerun, resumed when interrupted). Writes output_dir/best/, eval_results.json
 (with the teacher's dev metrics) and test_predictions.tsv, as run_classify.py does.
 
 --intermediate_loss first distils the teacher's hidden states and attention scores layer by layer (TinyBERT) for
@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--teacher", required=True, help="fine-tuned classifier directory (run_classify.py best/ or Hugging Face)")
     add("--transfer_file", action="append", default=[], metavar="FILE",
         help="unlabelled text added to the transfer set (single-sentence tasks); repeat for several files")
+    add("--augment", type=int, default=defaults.augment, metavar="N",
+        help="add N perturbed copies of each train example to the transfer set, labelled by the teacher alone: "
+             "words dropped or swapped, n-grams cut out (Tang et al. 2019) (default: %(default)s)")
     add("--temperature", type=float, default=defaults.temperature,
         help="softmax temperature T of the soft targets; the soft loss is scaled by T² (default: %(default)s)")
     add("--alpha", type=float, default=defaults.alpha,

@@ -6,6 +6,7 @@ other tests reuse the teacher or fail before anything compiles.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from smallbert import BertConfig, BertForSequenceClassification
 from smallbert.errors import SmallBertError
 from smallbert.finetune import FinetuneConfig, run
 from smallbert.finetune import teacher as teacher_module
+from smallbert.finetune.augment import Augmentation
 from smallbert.finetune.distill import (DistillConfig, distillation_loss, read_transfer_file,
                                         regression_distillation_loss, run_distill, transfer_split)
 from smallbert.finetune.layers import (LayerDistillationLoss, attention_mse, check_same_tokenizer, hidden_mse,
@@ -245,6 +247,41 @@ def test_fewer_labels_than_a_batch_train_on_the_transfer_set(toy, teacher_dir, t
                                              r"examples of the transfer set"):
         run_distill(DistillConfig(output_dir=str(tmp_path / "refused"), **kwargs))
     assert not os.path.exists(tmp_path / "refused")
+
+
+def test_augment_adds_unlabelled_copies_before_the_transfer_files(toy, teacher_dir, tmp_path, monkeypatch):
+    """--augment 3: the run trains on the 16 labelled rows, their new copies (unlabelled), then the file's text."""
+    from smallbert.finetune import distill
+
+    class Accepted(Exception):
+        """Raised where training would start, with the transfer set."""
+
+    def fake_train_seeds(cfg, checkpoint, config, data, *args, **kwargs):
+        raise Accepted(data.train)
+
+    monkeypatch.setattr(distill, "train_seeds", fake_train_seeds)
+    with pytest.raises(Accepted) as accepted:
+        run_distill(DistillConfig(output_dir=str(tmp_path / "out"), teacher=teacher_dir, augment=3,
+                                  transfer_files=(toy["transfer"],), **student(toy)))
+    transfer = accepted.value.args[0]
+    copies = len(transfer) - FEW - toy["num_unlabelled"]
+    assert 2 * FEW < copies <= 3 * FEW
+    assert (transfer.labels[:FEW] >= 0).all() and (transfer.labels[FEW:] == -1).all()
+    originals, new = transfer.text_a[:FEW], transfer.text_a[FEW:FEW + copies]
+    assert not set(new) & set(originals)
+    assert transfer.text_a[FEW + copies:] == read_transfer_file(toy["transfer"])[0]
+    plain = transfer_split(dataclasses.replace(transfer, text_a=originals, labels=transfer.labels[:FEW],
+                                               digest="train"), ())
+    assert transfer_split(plain, (), Augmentation(3)).digest != transfer_split(plain, (), Augmentation(2)).digest
+
+
+def test_augmented_regression_copies_have_no_target():
+    train = Split(name="train", path="train.tsv", text_a=["a b c d", "e f g h"], text_b=["i j k", "l m n"],
+                  raw_labels=["0.5", "2.0"], lines=[2, 3], index=None, digest="x",
+                  labels=np.array([0.5, 2.0], np.float32))
+    transfer = transfer_split(train, (), Augmentation(4))
+    assert len(transfer.text_b) == len(transfer) > 4
+    assert transfer.labels[:2].tolist() == [0.5, 2.0] and np.isnan(transfer.labels[2:]).all()
 
 
 def test_a_pair_task_takes_no_sentence_transfer_file(toy):

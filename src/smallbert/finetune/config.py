@@ -99,6 +99,7 @@ class DistillConfig(FinetuneConfig):
     an explicit path is checked against its key and refused when it was written for other inputs.
     `intermediate_loss`: first `intermediate_epochs` epochs of layer distillation against the live teacher
     (`layers.py`), then `epochs` of the logit stage.
+    `augment`: perturbed copies of each train example added to the transfer set, unlabelled (`augment.py`).
     """
 
     teacher: str = ""
@@ -109,6 +110,7 @@ class DistillConfig(FinetuneConfig):
     lr: float = 1e-4
     intermediate_loss: bool = False
     intermediate_epochs: int = 1
+    augment: int = 0
 
     def validate(self) -> None:
         super().validate()
@@ -122,3 +124,5 @@ class DistillConfig(FinetuneConfig):
             raise SmallBertError("--do_train false: nothing to distil; evaluate with run_classify.py")
         if self.intermediate_epochs <= 0:
             raise SmallBertError(f"--intermediate_epochs: must be a positive integer, got {self.intermediate_epochs}")
+        if self.augment < 0:
+            raise SmallBertError(f"--augment: must be >= 0, got {self.augment}")

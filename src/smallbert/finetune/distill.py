@@ -1,9 +1,10 @@
 """Distillation of a fine-tuned teacher into a compact student (Hinton et al. 2015; Turc et al. 2019).
 
 `run_distill(DistillConfig)` checks every input before anything is compiled or written, then:
-  1. builds the transfer set: the task's train examples (labelled; single sentences or pairs) and, for a
-     single-sentence task, the sentences of every --transfer_file (unlabelled; Google's one-sentence-per-line text
-     with blank lines between documents, .gz/.bz2, or a Wikipedia `.xml.bz2` dump through `smallbert.data.extract`);
+  1. builds the transfer set: the task's train examples (labelled; single sentences or pairs), with --augment their
+     perturbed copies (unlabelled; `augment.py`) and, for a single-sentence task, the sentences of every
+     --transfer_file (unlabelled; Google's one-sentence-per-line text with blank lines between documents,
+     .gz/.bz2, or a Wikipedia `.xml.bz2` dump through `smallbert.data.extract`);
   2. computes the teacher's logits on the transfer set and the dev splits once, in eval mode, with the teacher's
      own tokenizer, cached on disk (`teacher.py`), and reports the teacher's own dev metrics;
   3. per seed, with --intermediate_loss, first distils the teacher's hidden states and attention scores layer by
@@ -30,6 +31,7 @@ from .. import compile_cache
 from ..data.extract import read_documents
 from ..errors import SmallBertError, output_directory
 from ..tokenization import FullTokenizer
+from .augment import Augmentation, augment
 from .config import DistillConfig
 from .encode import SPECIAL_TOKENS, default_cache_dir, encode_split
 from .layers import check_same_tokenizer, train_layers
@@ -126,14 +128,24 @@ def read_transfer_file(path: str) -> tuple[list[str], str]:
     return sentences, digest.hexdigest()
 
 
-def transfer_split(train: Split, files: tuple[str, ...]) -> Split:
-    """train's examples and labels, then every file's sentences unlabelled (UNLABELLED, or NaN for regression
-    targets); the digest covers all sources. Sentence files only extend a single-sentence task."""
+def transfer_split(train: Split, files: tuple[str, ...], augmentation: Augmentation | None = None) -> Split:
+    """train's examples and labels, then `augmentation`'s copies of them and every file's sentences, unlabelled
+    (UNLABELLED, or NaN for regression targets); the digest covers all sources. Sentence files only extend a
+    single-sentence task; copies extend pairs too."""
     if files and train.text_b is not None:
         raise SmallBertError(f"--transfer_file: {files[0]}: a pair task's transfer set is its train pairs; "
                              f"one-sentence-per-line text cannot extend it")
     sentences, labels, digests = list(train.text_a), [train.labels], [train.digest]
+    text_b = None if train.text_b is None else list(train.text_b)
     unlabelled = np.nan if train.labels.dtype == np.float32 else UNLABELLED
+    if augmentation is not None:
+        copies_a, copies_b = augment(train.text_a, train.text_b, augmentation)
+        logger.info("%s: %d perturbed copies of its %d examples (--augment %d)", train.path, len(copies_a),
+                    len(train), augmentation.copies)
+        sentences += copies_a
+        text_b = None if text_b is None else text_b + copies_b
+        labels.append(np.full(len(copies_a), unlabelled, train.labels.dtype))
+        digests.append(augmentation.digest(train.digest))
     for path in files:
         file_sentences, digest = read_transfer_file(path)
         logger.info("%s: %d unlabelled sentences", path, len(file_sentences))
@@ -141,7 +153,7 @@ def transfer_split(train: Split, files: tuple[str, ...]) -> Split:
         labels.append(np.full(len(file_sentences), unlabelled, train.labels.dtype))
         digests.append(digest)
     return Split(name="transfer", path=" + ".join((train.path,) + tuple(files)), text_a=sentences,
-                 text_b=train.text_b, raw_labels=None, lines=[], index=None,
+                 text_b=text_b, raw_labels=None, lines=[], index=None,
                  digest=hashlib.sha1("|".join(digests).encode()).hexdigest(), labels=np.concatenate(labels))
 
 
@@ -180,7 +192,7 @@ def run_distill(cfg: DistillConfig) -> dict:
                                    cfg.teacher, cfg.logits_cache, *cfg.transfer_files])
     data = load_data(cfg, vocab_file, do_lower_case, config, checkpoint, train_batches=False)
     config = with_labels(config, data)
-    transfer = transfer_split(data.train, cfg.transfer_files)
+    transfer = transfer_split(data.train, cfg.transfer_files, Augmentation(cfg.augment) if cfg.augment else None)
     if len(transfer) < cfg.train_batch_size:  # the labelled rows alone may be fewer: the unlabelled text fills up
         raise SmallBertError(f"--train_batch_size: {cfg.train_batch_size} exceeds the {len(transfer)} examples "
                              f"of the transfer set ({transfer.path})")
