@@ -5,6 +5,7 @@
         --students config/bert_L2_H128.json,config/bert_L4_H256.json --seeds 1,2,3
     python bench/distill.py ... --pretrained bert_L2_H128=runs/pt_l2/final      # adds the "pretrained" row
     python bench/distill.py ... --labelled_rows 1000    # few labels: the rest of train becomes unlabelled text
+    python bench/distill.py ... --augment 4    # distillation cells add 4 perturbed copies of each train sentence
 
 Each cell of the table is one run of the suite's own entry points, in a child process, over --seeds:
   labels          finetuningSST2/run_classify.py on train.tsv's labels (the from-scratch or pretrained baseline)

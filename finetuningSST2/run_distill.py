@@ -10,8 +10,9 @@ weights with classifier.*, vocab.txt). The student starts from --init_checkpoint
 or, with --bert_config_file and --vocab_file alone, from random initialisation; each side tokenizes with its own
 vocab. The transfer set is train.tsv's examples, with --augment N up to N perturbed copies of each (Tang et al.
 2019), plus, for single-sentence tasks, every --transfer_file (one sentence per line, blank lines between documents
-allowed; .gz/.bz2; a Wikipedia .xml.bz2 dump). The teacher's logits are cached on disk (reused by a rerun, resumed when interrupted). Writes output_dir/best/, eval_results.json
-(with the teacher's dev metrics) and test_predictions.tsv, as run_classify.py does.
+allowed; .gz/.bz2; a Wikipedia .xml.bz2 dump). The teacher's logits are cached on disk (reused by a rerun, resumed
+when interrupted). Writes output_dir/best/, eval_results.json (with the teacher's dev metrics) and
+test_predictions.tsv, as run_classify.py does.
 
 --intermediate_loss first distils the teacher's hidden states and attention scores layer by layer (TinyBERT) for
 --intermediate_epochs, the teacher running live: it must then share the student's vocab and casing. --resume

@@ -226,22 +226,28 @@ def test_bad_inputs_fail_before_any_output(toy, teacher_dir, tmp_path):
     fails(r"--logits_cache: .*logits.npz was written for another teacher \(.*other_teacher\)", logits_cache=cache)
 
 
-def test_fewer_labels_than_a_batch_train_on_the_transfer_set(toy, teacher_dir, tmp_path, monkeypatch):
-    """16 labelled rows and a batch of 32: the 320-row transfer set fills the batches, so the run is accepted; a
-    batch larger than the transfer set is refused in one line."""
+def transfer_set_trained_on(cfg: DistillConfig, monkeypatch) -> Split:
+    """The transfer set run_distill(cfg) would train on: it stops where training would start, all checks passed."""
     from smallbert.finetune import distill
 
     class Accepted(Exception):
-        """Raised where training would start: everything before it was checked."""
+        pass
 
     def fake_train_seeds(cfg, checkpoint, config, data, *args, **kwargs):
-        raise Accepted(len(data.train))
+        raise Accepted(data.train)
 
     monkeypatch.setattr(distill, "train_seeds", fake_train_seeds)
-    kwargs = {"teacher": teacher_dir, "transfer_files": (toy["transfer"],), **student(toy, train_batch_size=32)}
     with pytest.raises(Accepted) as accepted:
-        run_distill(DistillConfig(output_dir=str(tmp_path / "accepted"), **kwargs))
-    assert accepted.value.args == (FEW + toy["num_unlabelled"],)
+        run_distill(cfg)
+    return accepted.value.args[0]
+
+
+def test_fewer_labels_than_a_batch_train_on_the_transfer_set(toy, teacher_dir, tmp_path, monkeypatch):
+    """16 labelled rows and a batch of 32: the 320-row transfer set fills the batches, so the run is accepted; a
+    batch larger than the transfer set is refused in one line."""
+    kwargs = {"teacher": teacher_dir, "transfer_files": (toy["transfer"],), **student(toy, train_batch_size=32)}
+    transfer = transfer_set_trained_on(DistillConfig(output_dir=str(tmp_path / "accepted"), **kwargs), monkeypatch)
+    assert len(transfer) == FEW + toy["num_unlabelled"]
     kwargs["train_batch_size"] = 400
     with pytest.raises(SmallBertError, match=rf"--train_batch_size: 400 exceeds the {FEW + toy['num_unlabelled']} "
                                              r"examples of the transfer set"):
@@ -251,28 +257,18 @@ def test_fewer_labels_than_a_batch_train_on_the_transfer_set(toy, teacher_dir, t
 
 def test_augment_adds_unlabelled_copies_before_the_transfer_files(toy, teacher_dir, tmp_path, monkeypatch):
     """--augment 3: the run trains on the 16 labelled rows, their new copies (unlabelled), then the file's text."""
-    from smallbert.finetune import distill
-
-    class Accepted(Exception):
-        """Raised where training would start, with the transfer set."""
-
-    def fake_train_seeds(cfg, checkpoint, config, data, *args, **kwargs):
-        raise Accepted(data.train)
-
-    monkeypatch.setattr(distill, "train_seeds", fake_train_seeds)
-    with pytest.raises(Accepted) as accepted:
-        run_distill(DistillConfig(output_dir=str(tmp_path / "out"), teacher=teacher_dir, augment=3,
-                                  transfer_files=(toy["transfer"],), **student(toy)))
-    transfer = accepted.value.args[0]
+    transfer = transfer_set_trained_on(DistillConfig(output_dir=str(tmp_path / "out"), teacher=teacher_dir,
+                                                     augment=3, transfer_files=(toy["transfer"],), **student(toy)),
+                                       monkeypatch)
     copies = len(transfer) - FEW - toy["num_unlabelled"]
     assert 2 * FEW < copies <= 3 * FEW
     assert (transfer.labels[:FEW] >= 0).all() and (transfer.labels[FEW:] == -1).all()
     originals, new = transfer.text_a[:FEW], transfer.text_a[FEW:FEW + copies]
     assert not set(new) & set(originals)
     assert transfer.text_a[FEW + copies:] == read_transfer_file(toy["transfer"])[0]
-    plain = transfer_split(dataclasses.replace(transfer, text_a=originals, labels=transfer.labels[:FEW],
-                                               digest="train"), ())
-    assert transfer_split(plain, (), Augmentation(3)).digest != transfer_split(plain, (), Augmentation(2)).digest
+    train = dataclasses.replace(transfer, text_a=originals, labels=transfer.labels[:FEW])
+    digests = {transfer_split(train, (), how).digest for how in (None, Augmentation(2), Augmentation(3))}
+    assert len(digests) == 3  # the key of the teacher's cached logits
 
 
 def test_augmented_regression_copies_have_no_target():

@@ -136,6 +136,7 @@ def transfer_split(train: Split, files: tuple[str, ...], augmentation: Augmentat
         raise SmallBertError(f"--transfer_file: {files[0]}: a pair task's transfer set is its train pairs; "
                              f"one-sentence-per-line text cannot extend it")
     sentences, labels, digests = list(train.text_a), [train.labels], [train.digest]
+    sources = [train.path]
     text_b = None if train.text_b is None else list(train.text_b)
     unlabelled = np.nan if train.labels.dtype == np.float32 else UNLABELLED
     if augmentation is not None:
@@ -146,13 +147,14 @@ def transfer_split(train: Split, files: tuple[str, ...], augmentation: Augmentat
         text_b = None if text_b is None else text_b + copies_b
         labels.append(np.full(len(copies_a), unlabelled, train.labels.dtype))
         digests.append(augmentation.digest(train.digest))
+        sources.append(f"its copies (--augment {augmentation.copies})")
     for path in files:
         file_sentences, digest = read_transfer_file(path)
         logger.info("%s: %d unlabelled sentences", path, len(file_sentences))
         sentences += file_sentences
         labels.append(np.full(len(file_sentences), unlabelled, train.labels.dtype))
         digests.append(digest)
-    return Split(name="transfer", path=" + ".join((train.path,) + tuple(files)), text_a=sentences,
+    return Split(name="transfer", path=" + ".join(sources + list(files)), text_a=sentences,
                  text_b=text_b, raw_labels=None, lines=[], index=None,
                  digest=hashlib.sha1("|".join(digests).encode()).hexdigest(), labels=np.concatenate(labels))
 
