@@ -135,26 +135,27 @@ def transfer_split(train: Split, files: tuple[str, ...], augmentation: Augmentat
     if files and train.text_b is not None:
         raise SmallBertError(f"--transfer_file: {files[0]}: a pair task's transfer set is its train pairs; "
                              f"one-sentence-per-line text cannot extend it")
-    sentences, labels, digests = list(train.text_a), [train.labels], [train.digest]
-    sources = [train.path]
+    sentences, labels, digests, sources = list(train.text_a), [train.labels], [train.digest], [train.path]
     text_b = None if train.text_b is None else list(train.text_b)
     unlabelled = np.nan if train.labels.dtype == np.float32 else UNLABELLED
+
+    def add_unlabelled(texts: list[str], digest: str, source: str) -> None:
+        sentences.extend(texts)
+        labels.append(np.full(len(texts), unlabelled, train.labels.dtype))
+        digests.append(digest)
+        sources.append(source)
+
     if augmentation is not None:
         copies_a, copies_b = augment(train.text_a, train.text_b, augmentation)
         logger.info("%s: %d perturbed copies of its %d examples (--augment %d)", train.path, len(copies_a),
                     len(train), augmentation.copies)
-        sentences += copies_a
+        add_unlabelled(copies_a, augmentation.digest(train.digest), f"its copies (--augment {augmentation.copies})")
         text_b = None if text_b is None else text_b + copies_b
-        labels.append(np.full(len(copies_a), unlabelled, train.labels.dtype))
-        digests.append(augmentation.digest(train.digest))
-        sources.append(f"its copies (--augment {augmentation.copies})")
     for path in files:
         file_sentences, digest = read_transfer_file(path)
         logger.info("%s: %d unlabelled sentences", path, len(file_sentences))
-        sentences += file_sentences
-        labels.append(np.full(len(file_sentences), unlabelled, train.labels.dtype))
-        digests.append(digest)
-    return Split(name="transfer", path=" + ".join(sources + list(files)), text_a=sentences,
+        add_unlabelled(file_sentences, digest, path)
+    return Split(name="transfer", path=" + ".join(sources), text_a=sentences,
                  text_b=text_b, raw_labels=None, lines=[], index=None,
                  digest=hashlib.sha1("|".join(digests).encode()).hexdigest(), labels=np.concatenate(labels))
 
