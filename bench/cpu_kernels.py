@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Fused CPU LayerNorm and GELU kernels vs MindSpore's own ops, forward + backward, in graph mode.
+"""Fused CPU kernels vs what they replace, forward + backward, in graph mode.
 
     python bench/cpu_kernels.py --tokens 4096 --hidden 256 --intermediate 1024 --repeats 40
 
-Shapes default to BERT L4-H256 at batch 32 × seq 128: LayerNorm on [tokens, hidden], GELU on
-[tokens, intermediate]. Each runs forward and backward (gradient of sum(out * sens)) as one compiled graph; prints
-the median milliseconds of both implementations, their ratio, and the largest difference between their gradients
-relative to the gradient's largest value.
+Shapes default to BERT L4-H256 at batch 32 × seq 128: LayerNorm on [tokens, hidden] against MindSpore's; bias +
+GELU on [tokens, intermediate] against BiasAdd and the erf formula; a sub-layer's end, LayerNorm(dropout(h + bias) +
+residual) on [tokens, hidden], against the same from the separate fused dropout and LayerNorm kernels. Each runs
+forward and backward (gradient of sum(out * sens)) as one compiled graph, the two implementations alternating;
+prints their median milliseconds, the ratio, and the largest difference between their gradients relative to the
+gradient's largest value (the residual end's dropout masks are the same in both).
 """
 from __future__ import annotations
 
@@ -35,9 +37,26 @@ def main() -> None:
     if cpu_kernels.library() is None:
         raise SystemExit("the fused kernels could not be built (see the warning above)")
 
-    class Formula(nn.Cell):
-        def construct(self, x):
+    class BiasGelu(nn.Cell):  # what the model runs without the kernels: BiasAdd, then the erf formula
+        def construct(self, x, bias):
+            x = ops.bias_add(x, bias)
             return (0.5 * x) * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
+
+    class ResidualEnd(nn.Cell):
+        """LayerNorm(dropout(h + bias) + residual): fused, or as the separate fused kernels and MindSpore's adds."""
+
+        def __init__(self, fused: bool):
+            super().__init__()
+            self.dropout = cpu_kernels.FusedDropout(0.1)
+            self.layer_norm = cpu_kernels.FusedLayerNorm(1e-12)
+            self.fused = cpu_kernels.FusedResidualLayerNorm(1e-12) if fused else None
+
+        def construct(self, h, bias, residual, gamma, beta):
+            if self.fused is None:
+                return self.layer_norm(self.dropout(ops.bias_add(h, bias)) + residual, gamma, beta)[0]
+            y = self.fused(h, bias, residual, gamma, beta, self.dropout.stream, self.dropout.step,
+                           self.dropout.keep_prob)[0]
+            return ops.depend(y, ops.assign_add(self.dropout.step, ops.ones_like(self.dropout.step)))
 
     class FirstOutput(nn.Cell):
         def __init__(self, cell):
@@ -57,33 +76,39 @@ def main() -> None:
         def construct(self, *inputs):
             return self.grad(self.net)(*inputs)
 
-    def timed(cell, inputs):
-        step = ForwardBackward(cell)
-        result = [g.asnumpy() for g in step(*inputs)]
-        times = []
+    def timed(cells, inputs):
+        """Median ms of each cell's forward + backward, the cells alternating; and each one's gradients."""
+        steps = [ForwardBackward(cell) for cell in cells]
+        results = [[g.asnumpy() for g in step(*inputs)] for step in steps]
+        times = [[] for _ in steps]
         for _ in range(args.repeats):
-            start = time.perf_counter()
-            for g in step(*inputs):
-                g.asnumpy()
-            times.append(time.perf_counter() - start)
-        return float(np.median(times)) * 1e3, result
+            for step, spent in zip(steps, times):
+                start = time.perf_counter()
+                for g in step(*inputs):
+                    g.asnumpy()
+                spent.append(time.perf_counter() - start)
+        return [float(np.median(t)) * 1e3 for t in times], results
 
     rng = np.random.default_rng(0)
     t, h, i = args.tokens, args.hidden, args.intermediate
     x = Tensor(rng.standard_normal((t, h), dtype=np.float32) * 3 + 1)
-    gamma, beta = (Tensor(rng.standard_normal((h,), dtype=np.float32)) for _ in range(2))
-    sens = Tensor(rng.standard_normal((t, h), dtype=np.float32))
+    gamma, beta, bias = (Tensor(rng.standard_normal((h,), dtype=np.float32)) for _ in range(3))
+    sens, residual = (Tensor(rng.standard_normal((t, h), dtype=np.float32)) for _ in range(2))
     xi = Tensor(rng.standard_normal((t, i), dtype=np.float32) * 2)
+    bias_i = Tensor(rng.standard_normal((i,), dtype=np.float32))
     sens_i = Tensor(rng.standard_normal((t, i), dtype=np.float32))
-    cases = [(f"LayerNorm [{t}, {h}]", cpu_kernels.FusedLayerNorm(1e-12), ops.LayerNorm(-1, -1, 1e-12),
+    cases = [(f"LayerNorm [{t}, {h}]", "MindSpore", cpu_kernels.FusedLayerNorm(1e-12), ops.LayerNorm(-1, -1, 1e-12),
               (x, gamma, beta, sens)),
-             (f"GELU [{t}, {i}]", cpu_kernels.FusedGelu(), Formula(), (xi, sens_i))]
-    print(f"{'fwd + bwd':22s} {'MindSpore ms':>12s} {'fused ms':>9s} {'speed-up':>8s} {'max rel diff':>12s}")
-    for name, fused, stock, inputs in cases:
-        stock_ms, stock_out = timed(stock, inputs)
-        fused_ms, fused_out = timed(fused, inputs)
+             (f"bias + GELU [{t}, {i}]", "MindSpore", cpu_kernels.FusedBiasGelu(), BiasGelu(), (xi, bias_i, sens_i)),
+             (f"residual end [{t}, {h}]", "separate", ResidualEnd(True), ResidualEnd(False),
+              (x, bias, residual, gamma, beta, sens))]
+    for cell in cases[-1][2:4]:
+        cell.set_train(True)  # the dropouts drop
+    print(f"{'fwd + bwd':26s} {'reference':>9s} {'ref. ms':>8s} {'fused ms':>9s} {'speed-up':>8s} {'max rel diff':>12s}")
+    for name, reference, fused, stock, inputs in cases:
+        (fused_ms, stock_ms), (fused_out, stock_out) = timed([fused, stock], inputs)
         diff = max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(fused_out, stock_out))
-        print(f"{name:22s} {stock_ms:12.2f} {fused_ms:9.2f} {stock_ms / fused_ms:7.1f}x {diff:12.2e}")
+        print(f"{name:26s} {reference:>9s} {stock_ms:8.2f} {fused_ms:9.2f} {stock_ms / fused_ms:7.1f}x {diff:12.2e}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,12 @@ does between log points off CPU: all N launched, then read. It prints the speed 
 
     python bench/pretrain_throughput.py --config config/bert_L2_H128.json --batch_size 8 --window 20 --no_compile
 
+`--baseline_src DIR` adds a MindSpore worker importing smallbert from another checkout's src/ (e.g. a git worktree
+of an earlier commit) and prints our speed and memory against it, alternating in the same run:
+
+    git worktree add --detach /tmp/before HEAD~1
+    python bench/pretrain_throughput.py --baseline_src /tmp/before/src --no_compile
+
 `--device_target GPU|Ascend` runs the MindSpore workers there (the torch workers, CPU builds, are left out): with
 --window it shows whether queueing steps pays on that device, which is what `device.queues_steps` assumes.
 """
@@ -189,6 +195,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=1,
                         help="steps per timed sample; above 1 adds a MindSpore worker that launches the window's "
                              "steps before reading any (run_pretrain's loop) beside one that reads every step")
+    parser.add_argument("--baseline_src", help="another checkout's src/ directory: adds a MindSpore worker running "
+                                               "its smallbert, to compare versions in one run")
     parser.add_argument("--worker", choices=("mindspore", "mindspore_async", "torch", "torch_compile"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -206,6 +214,12 @@ def main() -> None:
     # PyTorch runs twice: as installed, and with OpenMP's passive wait. On a loaded machine the default spinning
     # threads can make torch several times slower; the ratio is taken against the faster of the two.
     runs = {"mindspore": ("mindspore", {})}
+    if args.baseline_src:
+        path = os.path.abspath(args.baseline_src)
+        if not os.path.isfile(os.path.join(path, "smallbert", "__init__.py")):
+            parser.error(f"--baseline_src {args.baseline_src}: no smallbert package there")
+        runs["mindspore (baseline)"] = ("mindspore", {"PYTHONPATH": os.pathsep.join(
+            [path] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])})
     if args.window > 1:
         runs["mindspore (async)"] = ("mindspore_async", {})
     on_cpu = args.device_target == "CPU"  # the torch workers are CPU ones: compared on CPU only
@@ -260,6 +274,10 @@ def main() -> None:
         print(f"mindspore launching {args.window} steps before reading them vs reading each: "
               f"{median['mindspore'] / median['mindspore (async)']:.2f}x the speed; a launch with a step running "
               f"takes {1e3 * launch['mindspore (async)']:.2f} ms")
+    if args.baseline_src:
+        print(f"throughput ratio mindspore/baseline ({args.baseline_src}): "
+              f"{median['mindspore (baseline)'] / median['mindspore']:.3f}x; memory ratio: "
+              f"{rss['mindspore'] / rss['mindspore (baseline)']:.2f}x")
     if "torch.compile" in runs:
         print(f"throughput ratio mindspore/torch.compile: {median['torch.compile'] / median['mindspore']:.2f}x; "
               f"memory ratio mindspore/torch.compile: {rss['mindspore'] / rss['torch.compile']:.2f}x")

@@ -1,6 +1,6 @@
-"""The fused CPU kernels (LayerNorm, GELU) give MindSpore's own ops' values and gradients; the fused dropout draws
-masks that depend only on (seed, site, step); and the model falls back to MindSpore's ops when the kernels can't
-be built or are switched off."""
+"""The fused CPU kernels give MindSpore's own ops' (or float64 NumPy's) values and gradients; the fused dropout draws
+masks that depend only on (seed, site, step), and so does the fused residual block end; and the model falls back to
+MindSpore's ops when the kernels can't be built or are switched off."""
 from __future__ import annotations
 
 import dataclasses
@@ -58,18 +58,67 @@ def test_layer_norm_matches_mindspore(shape):
 
 
 @needs_kernels
-@pytest.mark.parametrize("size", [1001, 150_000])  # below and above the threading threshold
-def test_gelu_matches_the_erf_formula(size):
+@pytest.mark.parametrize("rows", [7, 150])  # below and above the threading threshold
+def test_bias_gelu_matches_the_erf_formula(rows):
     rng = np.random.default_rng(1)
-    x = rng.standard_normal(size).astype(np.float32) * 3
-    x[:6] = [0.0, -0.0, 12.0, -12.0, 1e-20, -40.0]
-    sens = rng.standard_normal(size).astype(np.float32)
-    y, (dx,) = Backward(cpu_kernels.FusedGelu())(Tensor(x), Tensor(sens))
-    v = x.astype(np.float64)
+    x = rng.standard_normal((rows, 1001)).astype(np.float32) * 3
+    x[0, :6] = [0.0, -0.0, 12.0, -12.0, 1e-20, -40.0]
+    bias = rng.standard_normal(1001).astype(np.float32)
+    bias[:6] = 0.0
+    sens = rng.standard_normal(x.shape).astype(np.float32)
+    y, (dx, dbias) = Backward(cpu_kernels.FusedBiasGelu())(Tensor(x), Tensor(bias), Tensor(sens))
+    v = x.astype(np.float64) + bias
     cdf = 0.5 * (1 + np.vectorize(math.erf)(v / math.sqrt(2)))
     pdf = np.exp(-0.5 * v * v) / math.sqrt(2 * math.pi)
+    expected_dx = sens * (cdf + v * pdf)
     assert (np.abs(y.asnumpy() - v * cdf) / np.maximum(1, np.abs(v))).max() <= 1e-6
-    assert (np.abs(dx.asnumpy() - sens * (cdf + v * pdf)) / np.maximum(1, np.abs(sens))).max() <= 1e-6
+    assert (np.abs(dx.asnumpy() - expected_dx) / np.maximum(1, np.abs(sens))).max() <= 1e-6
+    np.testing.assert_allclose(dbias.asnumpy(), expected_dx.sum(0), rtol=0, atol=1e-5 * math.sqrt(rows))
+
+
+class ResidualBlockEnd(nn.Cell):
+    """LayerNorm(dropout(h + bias) + residual) from the separate kernels, or fused (the two paths of
+    `model.BertResidualOutput`), sharing one dropout layer's stream and step counter."""
+
+    def __init__(self, fused: bool, p: float):
+        super().__init__()
+        self.dropout = cpu_kernels.FusedDropout(p)
+        self.layer_norm = cpu_kernels.FusedLayerNorm(1e-12)
+        self.fused = cpu_kernels.FusedResidualLayerNorm(1e-12) if fused else None
+
+    def construct(self, h, bias, residual, gamma, beta):
+        if self.fused is None:
+            return self.layer_norm(self.dropout(ops.bias_add(h, bias)) + residual, gamma, beta)[0]
+        keep = self.dropout.keep_prob if self.training else ops.ones_like(self.dropout.keep_prob)
+        y = self.fused(h, bias, residual, gamma, beta, self.dropout.stream, self.dropout.step, keep)[0]
+        if self.training:
+            y = ops.depend(y, ops.assign_add(self.dropout.step, ops.ones_like(self.dropout.step)))
+        return y
+
+
+@needs_kernels
+@pytest.mark.parametrize("train", [True, False])
+def test_residual_layer_norm_is_the_separate_kernels_fused(train):
+    """Same masks (element for element), the same forward to the bit, the same gradients to float rounding; the
+    step counter advances only in training."""
+    rng = np.random.default_rng(2)
+    shape = (300, 96)
+    h, residual, sens = (Tensor(rng.standard_normal(shape, dtype=np.float32)) for _ in range(3))
+    bias, gamma, beta = (Tensor(rng.standard_normal(shape[-1:], dtype=np.float32)) for _ in range(3))
+    results = []
+    for fused in (True, False):
+        ms.set_seed(5)
+        cell = ResidualBlockEnd(fused, 0.3)
+        cell.set_train(train)
+        y, grads = Backward(cell)(h, bias, residual, gamma, beta, sens)
+        assert int(cell.dropout.step.asnumpy()[0]) == 2 * train  # Backward runs the cell twice
+        results.append([y.asnumpy()] + [g.asnumpy() for g in grads])
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    dropped = results[0][1] == 0
+    assert (0.2 < dropped.mean() < 0.4) if train else not dropped.any()
+    for fused, separate, name in zip(results[0][1:], results[1][1:], ("dh", "dbias", "dresidual", "dgamma", "dbeta")):
+        np.testing.assert_allclose(fused, separate, rtol=0, atol=1e-5 * max(1.0, np.abs(separate).max()),
+                                   err_msg=name)
 
 
 class WeightedNll(nn.Cell):

@@ -1,7 +1,8 @@
 // Fused float32 CPU kernels for smallbert, called by MindSpore as AOT custom ops (see cpu_kernels.py):
-// LayerNorm over the last axis, exact (erf) GELU, counter-based dropout, softmax cross-entropy and attention's masked
-// softmax, forward and backward, Google's AdamWeightDecay update and a sum of squares. Each is one pass over memory; MindSpore 2.10's
-// own CPU kernels for the first three take 2-20x longer on BERT's shapes. Signature of every entry point:
+// LayerNorm over the last axis, bias + exact (erf) GELU, counter-based dropout, a residual block's bias + dropout +
+// residual add + LayerNorm, softmax cross-entropy and attention's masked softmax, forward and backward, Google's
+// AdamWeightDecay update and a sum of squares. Each is one pass over memory; MindSpore 2.10's own CPU kernels for
+// the LayerNorm, GELU and dropout take 2-20x longer on BERT's shapes. Signature of every entry point:
 //   int Name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream, void *extra)
 // with params = inputs then outputs, contiguous, float32 unless said otherwise. Returns 0 on success.
 #include <cmath>
@@ -80,40 +81,110 @@ inline float NormalCdf(float x) {
   return 0.5f + 0.5f * std::copysign(erf_abs, x);
 }
 
-void GeluForwardRange(const float *__restrict x, float *__restrict y, int64_t begin, int64_t end) {
-  for (int64_t i = begin; i < end; ++i) y[i] = x[i] * NormalCdf(x[i]);
+// d/dv [v Phi(v)] = Phi(v) + v phi(v).
+inline float GeluGrad(float v) { return NormalCdf(v) + v * 0.39894228f * ExpNonPositive(-0.5f * v * v); }
+
+// Loops over one row each, their pointers declared unaliased so that the compiler vectorises them.
+inline void BiasGeluRow(const float *__restrict x, const float *__restrict b, int64_t cols, float *__restrict y) {
+  for (int64_t j = 0; j < cols; ++j) {
+    const float v = x[j] + b[j];
+    y[j] = v * NormalCdf(v);
+  }
 }
 
-void GeluBackwardRange(const float *__restrict x, const float *__restrict dy, float *__restrict dx, int64_t begin,
-                       int64_t end) {
-  for (int64_t i = begin; i < end; ++i) {
-    const float v = x[i];
-    dx[i] = dy[i] * (NormalCdf(v) + v * 0.39894228f * ExpNonPositive(-0.5f * v * v));
+// dx = dy * gelu'(x + b), adding dx into db.
+inline void BiasGeluBackwardRow(const float *__restrict x, const float *__restrict b, const float *__restrict dy,
+                                int64_t cols, float *__restrict dx, float *__restrict db) {
+  for (int64_t j = 0; j < cols; ++j) {
+    dx[j] = dy[j] * GeluGrad(x[j] + b[j]);
+    db[j] += dx[j];
+  }
+}
+
+// Adds the per-worker partial sums partial[w * n + j] in worker order (the same result every run) into out[j].
+void SumPartials(const std::vector<float> &partial, int64_t n, float *out) {
+  const int64_t workers = static_cast<int64_t>(partial.size()) / n;
+  for (int64_t j = 0; j < n; ++j) {
+    float sum = 0.0f;
+    for (int64_t w = 0; w < workers; ++w) sum += partial[w * n + j];
+    out[j] = sum;
   }
 }
 
 }  // namespace
 
-// GELU forward. params: x [...], y [...].
-extern "C" int GeluForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
-  if (nparam != 2) return 1;
+// GELU of a dense layer's output and its bias, forward: y = gelu(x + b). params: x [N, C], b [C]; y [N, C].
+extern "C" int BiasGeluForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
+                               void *) {
+  if (nparam != 3) return 1;
   const float *x = static_cast<const float *>(params[0]);
-  float *y = static_cast<float *>(params[1]);
-  ParallelFor(NumElements(ndims[0], shapes[0]), 1 << 16,
-              [=](int64_t begin, int64_t end, int64_t) { GeluForwardRange(x, y, begin, end); });
+  const float *b = static_cast<const float *>(params[1]);
+  float *y = static_cast<float *>(params[2]);
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = NumElements(ndims[0], shapes[0]) / cols;
+  ParallelFor(rows, 16, [=](int64_t begin, int64_t end, int64_t) {
+    for (int64_t r = begin; r < end; ++r) BiasGeluRow(x + r * cols, b, cols, y + r * cols);
+  });
   return 0;
 }
 
-// GELU backward: dx = dy * (Phi(x) + x * phi(x)). params: x, dy, dx.
-extern "C" int GeluBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
-  if (nparam != 3) return 1;
+// Its backward: dx = dy * gelu'(x + b), db = the column sums of dx (the GELU's input is recomputed, not stored).
+// params: x [N, C], b [C], dy [N, C]; dx [N, C], db [C].
+extern "C" int BiasGeluBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
+                                void *) {
+  if (nparam != 5) return 1;
   const float *x = static_cast<const float *>(params[0]);
-  const float *dy = static_cast<const float *>(params[1]);
-  float *dx = static_cast<float *>(params[2]);
-  ParallelFor(NumElements(ndims[0], shapes[0]), 1 << 16,
-              [=](int64_t begin, int64_t end, int64_t) { GeluBackwardRange(x, dy, dx, begin, end); });
+  const float *b = static_cast<const float *>(params[1]);
+  const float *dy = static_cast<const float *>(params[2]);
+  float *dx = static_cast<float *>(params[3]);
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = NumElements(ndims[0], shapes[0]) / cols;
+  std::vector<float> partial(cols * MaxWorkers(), 0.0f);
+  ParallelFor(rows, 16, [&](int64_t begin, int64_t end, int64_t worker) {
+    for (int64_t r = begin; r < end; ++r) {
+      BiasGeluBackwardRow(x + r * cols, b, dy + r * cols, cols, dx + r * cols, partial.data() + cols * worker);
+    }
+  });
+  SumPartials(partial, cols, static_cast<float *>(params[4]));
   return 0;
 }
+
+namespace {
+
+// One row of LayerNorm: y = (x - mean) * rstd * gamma + beta over h values; returns mean and rstd through mu, rs.
+// The sums are vectorised: lanes add in a fixed order, so results are reproducible, not sequential sums.
+inline void LayerNormRow(const float *__restrict x, const float *gamma, const float *beta, float eps, int64_t h,
+                         float *__restrict y, float *mu, float *rs) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < h; ++j) sum += x[j];
+  const float m = sum / h;
+  float sq = 0.0f;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t j = 0; j < h; ++j) sq += (x[j] - m) * (x[j] - m);
+  const float r = 1.0f / std::sqrt(sq / h + eps);
+  for (int64_t j = 0; j < h; ++j) y[j] = (x[j] - m) * r * gamma[j] + beta[j];
+  *mu = m;
+  *rs = r;
+}
+
+// One row of its backward: dx from dy, adding the row's terms of dgamma and dbeta into pg and pb.
+inline void LayerNormBackwardRow(const float *__restrict x, const float *gamma, float mu, float rs,
+                                 const float *__restrict dy, int64_t h, float *__restrict dx, float *__restrict pg,
+                                 float *__restrict pb) {
+  float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+  for (int64_t j = 0; j < h; ++j) {
+    const float xhat = (x[j] - mu) * rs;
+    const float g = dy[j] * gamma[j];
+    sum_g += g;
+    sum_gx += g * xhat;
+    pg[j] += dy[j] * xhat;
+    pb[j] += dy[j];
+  }
+  const float a = sum_g / h, b = sum_gx / h;
+  for (int64_t j = 0; j < h; ++j) dx[j] = rs * (dy[j] * gamma[j] - a - (x[j] - mu) * rs * b);
+}
+
+}  // namespace
 
 // LayerNorm forward over the last axis. params: x [..., H], gamma [H], beta [H], eps [1]; y [..., H], mean [...], rstd [...].
 extern "C" int LayerNormForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
@@ -127,20 +198,8 @@ extern "C" int LayerNormForward(int nparam, void **params, int *ndims, int64_t *
   float *rstd = static_cast<float *>(params[6]);
   const int64_t h = shapes[0][ndims[0] - 1];
   const int64_t rows = NumElements(ndims[0], shapes[0]) / h;
-  ParallelFor(rows, 64, [&](int64_t begin, int64_t end, int64_t) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float *xr = x + r * h;
-      float *yr = y + r * h;
-      float sum = 0.0f;
-      for (int64_t j = 0; j < h; ++j) sum += xr[j];
-      const float mu = sum / h;
-      float sq = 0.0f;
-      for (int64_t j = 0; j < h; ++j) sq += (xr[j] - mu) * (xr[j] - mu);
-      const float rs = 1.0f / std::sqrt(sq / h + eps);
-      for (int64_t j = 0; j < h; ++j) yr[j] = (xr[j] - mu) * rs * gamma[j] + beta[j];
-      mean[r] = mu;
-      rstd[r] = rs;
-    }
+  ParallelFor(rows, 64, [=](int64_t begin, int64_t end, int64_t) {
+    for (int64_t r = begin; r < end; ++r) LayerNormRow(x + r * h, gamma, beta, eps, h, y + r * h, mean + r, rstd + r);
   });
   return 0;
 }
@@ -154,42 +213,17 @@ extern "C" int LayerNormBackward(int nparam, void **params, int *ndims, int64_t 
   const float *rstd = static_cast<const float *>(params[3]);
   const float *dy = static_cast<const float *>(params[4]);
   float *dx = static_cast<float *>(params[5]);
-  float *dgamma = static_cast<float *>(params[6]);
-  float *dbeta = static_cast<float *>(params[7]);
   const int64_t h = shapes[0][ndims[0] - 1];
   const int64_t rows = NumElements(ndims[0], shapes[0]) / h;
-  const int64_t max_workers = MaxWorkers();
-  std::vector<float> partial(2 * h * max_workers, 0.0f);  // per worker: dgamma then dbeta partial sums
+  std::vector<float> pg(h * MaxWorkers(), 0.0f), pb(h * MaxWorkers(), 0.0f);  // per-worker dgamma, dbeta terms
   ParallelFor(rows, 64, [&](int64_t begin, int64_t end, int64_t worker) {
-    float *pg = partial.data() + 2 * h * worker;
-    float *pb = pg + h;
     for (int64_t r = begin; r < end; ++r) {
-      const float *xr = x + r * h;
-      const float *dyr = dy + r * h;
-      float *dxr = dx + r * h;
-      const float mu = mean[r], rs = rstd[r];
-      float sum_g = 0.0f, sum_gx = 0.0f;
-      for (int64_t j = 0; j < h; ++j) {
-        const float xhat = (xr[j] - mu) * rs;
-        const float g = dyr[j] * gamma[j];
-        sum_g += g;
-        sum_gx += g * xhat;
-        pg[j] += dyr[j] * xhat;
-        pb[j] += dyr[j];
-      }
-      const float a = sum_g / h, b = sum_gx / h;
-      for (int64_t j = 0; j < h; ++j) dxr[j] = rs * (dyr[j] * gamma[j] - a - (xr[j] - mu) * rs * b);
+      LayerNormBackwardRow(x + r * h, gamma, mean[r], rstd[r], dy + r * h, h, dx + r * h, pg.data() + h * worker,
+                           pb.data() + h * worker);
     }
   });
-  for (int64_t j = 0; j < h; ++j) {
-    float sg = 0.0f, sb = 0.0f;
-    for (int64_t w = 0; w < max_workers; ++w) {
-      sg += partial[2 * h * w + j];
-      sb += partial[2 * h * w + h + j];
-    }
-    dgamma[j] = sg;
-    dbeta[j] = sb;
-  }
+  SumPartials(pg, h, static_cast<float *>(params[6]));
+  SumPartials(pb, h, static_cast<float *>(params[7]));
   return 0;
 }
 
@@ -205,10 +239,27 @@ inline uint32_t Mix(uint32_t v) {
   return v;
 }
 
+// The key of one dropout call: a hash of stream (seed low and high 32 bits, rank, site) and the step counter.
+uint32_t DropoutKey(const int32_t *stream, uint32_t step) {
+  uint32_t key = 0;
+  for (uint32_t part : {static_cast<uint32_t>(stream[0]), static_cast<uint32_t>(stream[1]),
+                        static_cast<uint32_t>(stream[2]), static_cast<uint32_t>(stream[3]), step}) {
+    key = Mix(key ^ Mix(part + 0x6a09e667u));
+  }
+  return key;
+}
+
+uint32_t KeepThreshold(float keep_prob) { return static_cast<uint32_t>(static_cast<double>(keep_prob) * (1u << 24)); }
+
+// Whether element i is kept: 24 random bits of the element's counter under `key`, below keep_prob * 2^24.
+inline uint32_t Kept(uint32_t key, int64_t i, uint32_t threshold) {
+  return (Mix(key + static_cast<uint32_t>(i) * 0x9e3779b9u) >> 8) < threshold;
+}
+
 void DropoutRange(const float *__restrict x, float *__restrict y, uint8_t *__restrict mask, uint32_t key,
                   uint32_t threshold, float scale, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i) {
-    const uint32_t keep = (Mix(key + static_cast<uint32_t>(i) * 0x9e3779b9u) >> 8) < threshold;
+    const uint32_t keep = Kept(key, i, threshold);
     mask[i] = static_cast<uint8_t>(keep);
     y[i] = keep ? x[i] * scale : 0.0f;
   }
@@ -217,6 +268,26 @@ void DropoutRange(const float *__restrict x, float *__restrict y, uint8_t *__res
 void DropoutBackwardRange(const float *__restrict dy, const uint8_t *__restrict mask, float *__restrict dx,
                           float scale, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i) dx[i] = mask[i] ? dy[i] * scale : 0.0f;
+}
+
+// z = dropout(h + b) + residual over one row whose first element is number `first`; a threshold of 2^24 keeps all.
+inline void DropoutResidualRow(const float *__restrict h, const float *__restrict b, const float *__restrict residual,
+                               uint32_t key, int64_t first, uint32_t threshold, float scale, int64_t cols,
+                               float *__restrict z, uint8_t *__restrict mask) {
+  for (int64_t j = 0; j < cols; ++j) {
+    const uint32_t keep = threshold >= (1u << 24) ? 1u : Kept(key, first + j, threshold);
+    mask[j] = static_cast<uint8_t>(keep);
+    z[j] = (keep ? (h[j] + b[j]) * scale : 0.0f) + residual[j];
+  }
+}
+
+// dh = dz through the mask of one row, adding dh into db.
+inline void DropoutBackwardRow(const float *__restrict dz, const uint8_t *__restrict mask, float scale, int64_t cols,
+                               float *__restrict dh, float *__restrict db) {
+  for (int64_t j = 0; j < cols; ++j) {
+    dh[j] = mask[j] ? dz[j] * scale : 0.0f;
+    db[j] += dh[j];
+  }
 }
 
 }  // namespace
@@ -233,12 +304,8 @@ extern "C" int DropoutForward(int nparam, void **params, int *ndims, int64_t **s
   const float keep_prob = *static_cast<const float *>(params[3]);
   float *y = static_cast<float *>(params[4]);
   uint8_t *mask = static_cast<uint8_t *>(params[5]);
-  uint32_t key = 0;
-  for (uint32_t part : {static_cast<uint32_t>(stream[0]), static_cast<uint32_t>(stream[1]),
-                        static_cast<uint32_t>(stream[2]), static_cast<uint32_t>(stream[3]), step}) {
-    key = Mix(key ^ Mix(part + 0x6a09e667u));
-  }
-  const uint32_t threshold = static_cast<uint32_t>(static_cast<double>(keep_prob) * (1u << 24));
+  const uint32_t key = DropoutKey(stream, step);
+  const uint32_t threshold = KeepThreshold(keep_prob);
   const float scale = 1.0f / keep_prob;
   ParallelFor(NumElements(ndims[0], shapes[0]), 1 << 16, [=](int64_t begin, int64_t end, int64_t) {
     DropoutRange(x, y, mask, key, threshold, scale, begin, end);
@@ -256,6 +323,75 @@ extern "C" int DropoutBackward(int nparam, void **params, int *ndims, int64_t **
   ParallelFor(NumElements(ndims[0], shapes[0]), 1 << 16, [=](int64_t begin, int64_t end, int64_t) {
     DropoutBackwardRange(dy, mask, dx, scale, begin, end);
   });
+  return 0;
+}
+
+// The end of a Transformer sub-layer, forward: y = LayerNorm(dropout(h + b) + residual), where h is the dense
+// layer's output before its bias. The dropout mask is DropoutForward's for the same (stream, step), element for
+// element. params: h [N, C], b [C], residual [N, C], gamma [C], beta [C], eps [1], stream int32 [4], step int32 [1],
+// keep_prob [1]; y [N, C], z [N, C] (LayerNorm's input, kept for the backward), mask uint8 [N, C], mean [N], rstd [N].
+extern "C" int ResidualLayerNormForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
+                                        void *) {
+  if (nparam != 14) return 1;
+  const float *h = static_cast<const float *>(params[0]);
+  const float *b = static_cast<const float *>(params[1]);
+  const float *residual = static_cast<const float *>(params[2]);
+  const float *gamma = static_cast<const float *>(params[3]);
+  const float *beta = static_cast<const float *>(params[4]);
+  const float eps = *static_cast<const float *>(params[5]);
+  const uint32_t key = DropoutKey(static_cast<const int32_t *>(params[6]),
+                                  static_cast<uint32_t>(*static_cast<const int32_t *>(params[7])));
+  const float keep_prob = *static_cast<const float *>(params[8]);
+  float *y = static_cast<float *>(params[9]);
+  float *z = static_cast<float *>(params[10]);
+  uint8_t *mask = static_cast<uint8_t *>(params[11]);
+  float *mean = static_cast<float *>(params[12]);
+  float *rstd = static_cast<float *>(params[13]);
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = NumElements(ndims[0], shapes[0]) / cols;
+  const uint32_t threshold = KeepThreshold(keep_prob);
+  const float scale = 1.0f / keep_prob;
+  const bool keep_all = threshold >= (1u << 24);
+  ParallelFor(rows, 16, [=](int64_t begin, int64_t end, int64_t) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t first = r * cols;
+      DropoutResidualRow(h + first, b, residual + first, key, first, keep_all ? 1u << 24 : threshold, scale, cols,
+                         z + first, mask + first);
+      LayerNormRow(z + first, gamma, beta, eps, cols, y + first, mean + r, rstd + r);
+    }
+  });
+  return 0;
+}
+
+// Its backward. params: z [N, C], gamma [C], mean [N], rstd [N], mask uint8 [N, C], keep_prob [1], dy [N, C];
+// dh [N, C], db [C], dresidual [N, C], dgamma [C], dbeta [C].
+extern "C" int ResidualLayerNormBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **,
+                                         void *, void *) {
+  if (nparam != 12) return 1;
+  const float *z = static_cast<const float *>(params[0]);
+  const float *gamma = static_cast<const float *>(params[1]);
+  const float *mean = static_cast<const float *>(params[2]);
+  const float *rstd = static_cast<const float *>(params[3]);
+  const uint8_t *mask = static_cast<const uint8_t *>(params[4]);
+  const float scale = 1.0f / *static_cast<const float *>(params[5]);
+  const float *dy = static_cast<const float *>(params[6]);
+  float *dh = static_cast<float *>(params[7]);
+  float *dresidual = static_cast<float *>(params[9]);
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = NumElements(ndims[0], shapes[0]) / cols;
+  const int64_t workers = MaxWorkers();
+  std::vector<float> pb(cols * workers, 0.0f), pg(cols * workers, 0.0f), pbeta(cols * workers, 0.0f);
+  ParallelFor(rows, 16, [&](int64_t begin, int64_t end, int64_t worker) {
+    float *db = pb.data() + cols * worker;
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t first = r * cols;
+      // dresidual = dz, the LayerNorm's input gradient; dh = dz through the dropout mask.
+      LayerNormBackwardRow(z + first, gamma, mean[r], rstd[r], dy + first, cols, dresidual + first,
+                           pg.data() + cols * worker, pbeta.data() + cols * worker);
+      DropoutBackwardRow(dresidual + first, mask + first, scale, cols, dh + first, db);
+    }
+  });
+  SumPartials(pb, cols, static_cast<float *>(params[8]));
+  SumPartials(pg, cols, static_cast<float *>(params[10]));
+  SumPartials(pbeta, cols, static_cast<float *>(params[11]));
   return 0;
 }
 
@@ -318,42 +454,50 @@ extern "C" int SoftmaxNllBackward(int nparam, void **params, int *ndims, int64_t
 
 namespace {
 
-void AdamWeightDecayRange(const float *__restrict w, const float *__restrict m, const float *__restrict v,
-                          const float *__restrict g, float lr, float wd, const float *hyper, float *__restrict next_w,
-                          float *__restrict next_m, float *__restrict next_v, int64_t begin, int64_t end) {
+void AdamWeightDecayRange(float *__restrict w, float *__restrict m, float *__restrict v, const float *__restrict g,
+                          float lr, float wd, const float *hyper, int64_t begin, int64_t end) {
   const float b1 = hyper[0], one_minus_b1 = hyper[1], b2 = hyper[2], one_minus_b2 = hyper[3], eps = hyper[4];
   for (int64_t i = begin; i < end; ++i) {
     const float mi = b1 * m[i] + one_minus_b1 * g[i];
     const float vi = b2 * v[i] + one_minus_b2 * (g[i] * g[i]);
-    next_m[i] = mi;
-    next_v[i] = vi;
-    next_w[i] = w[i] - lr * (mi / (std::sqrt(vi) + eps) + wd * w[i]);
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = w[i] - lr * (mi / (std::sqrt(vi) + eps) + wd * w[i]);
   }
 }
 
 }  // namespace
 
-// Google BERT's AdamWeightDecay update of one tensor (no bias correction; decoupled weight decay), out of place:
-//   m' = b1 m + (1-b1) g,  v' = b2 v + (1-b2) g^2,  w' = w - lr (m' / (sqrt(v') + eps) + wd w)
-// params: w, m, v, g [n]; lr [], wd [], hyper [5] = (b1, 1-b1, b2, 1-b2, eps); w', m', v' [n].
-extern "C" int AdamWeightDecayUpdate(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
-                                     void *) {
-  if (nparam != 10) return 1;
-  const float *w = static_cast<const float *>(params[0]);
-  const float *m = static_cast<const float *>(params[1]);
-  const float *v = static_cast<const float *>(params[2]);
+// Google BERT's AdamWeightDecay update of one tensor (no bias correction; decoupled weight decay), in place:
+//   m = b1 m + (1-b1) g,  v = b2 v + (1-b2) g^2,  w = w - lr (m / (sqrt(v) + eps) + wd w)
+// params: w, m, v (written), g [n]; lr [], wd [], hyper [5] = (b1, 1-b1, b2, 1-b2, eps); done [1] (set to 1).
+extern "C" int AdamWeightDecayInPlace(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
+                                      void *) {
+  if (nparam != 8) return 1;
+  float *w = static_cast<float *>(params[0]);
+  float *m = static_cast<float *>(params[1]);
+  float *v = static_cast<float *>(params[2]);
   const float *g = static_cast<const float *>(params[3]);
   const float lr = *static_cast<const float *>(params[4]);
   const float wd = *static_cast<const float *>(params[5]);
   const float *hyper = static_cast<const float *>(params[6]);
-  float *next_w = static_cast<float *>(params[7]);
-  float *next_m = static_cast<float *>(params[8]);
-  float *next_v = static_cast<float *>(params[9]);
   ParallelFor(NumElements(ndims[0], shapes[0]), 1 << 15, [=](int64_t begin, int64_t end, int64_t) {
-    AdamWeightDecayRange(w, m, v, g, lr, wd, hyper, next_w, next_m, next_v, begin, end);
+    AdamWeightDecayRange(w, m, v, g, lr, wd, hyper, begin, end);
   });
+  *static_cast<float *>(params[7]) = 1.0f;
   return 0;
 }
+
+namespace {
+
+double SumOfSquares(const float *__restrict x, int64_t begin, int64_t end) {
+  double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = begin; i < end; ++i) sum += static_cast<double>(x[i]) * x[i];
+  return sum;
+}
+
+}  // namespace
 
 // Sum of squares of all elements, accumulated in double; the global gradient norm's terms. MindSpore 2.10's CPU
 // MatMul does the same as a [1, n] x [n, 1] product at ~1 GB/s (29 ms for BERT's word embeddings, measured).
@@ -363,10 +507,7 @@ extern "C" int SquaredSum(int nparam, void **params, int *ndims, int64_t **shape
   const float *x = static_cast<const float *>(params[0]);
   std::vector<double> partial(MaxWorkers(), 0.0);
   ParallelFor(NumElements(ndims[0], shapes[0]), 1 << 16, [&](int64_t begin, int64_t end, int64_t worker) {
-    double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = begin; i < end; ++i) sum += static_cast<double>(x[i]) * x[i];
-    partial[worker] = sum;
+    partial[worker] = SumOfSquares(x, begin, end);
   });
   double total = 0.0;
   for (double p : partial) total += p;  // in worker order: the same sum every run

@@ -50,13 +50,15 @@ class Dense(nn.Cell):
         self.matmul = ops.MatMul(transpose_b=True)
         self.add_bias = BiasAdd()
 
+    def project(self, x: Tensor) -> Tensor:
+        """x [..., in] → x Wᵀ [N, out] before the bias, flattened to 2-D (N = x's leading dims), in compute_dtype."""
+        return self.matmul(x.reshape(-1, x.shape[-1]).astype(self.compute_dtype),
+                           self.weight.astype(self.compute_dtype))
+
     def construct(self, x: Tensor) -> Tensor:
         """x: [..., in] → [..., out] in compute_dtype."""
         out_shape = x.shape[:-1] + (self.weight.shape[0],)
-        x2d = x.reshape(-1, x.shape[-1]).astype(self.compute_dtype)
-        y = self.add_bias(self.matmul(x2d, self.weight.astype(self.compute_dtype)),
-                          self.bias.astype(self.compute_dtype))
-        return y.reshape(out_shape)
+        return self.add_bias(self.project(x), self.bias.astype(self.compute_dtype)).reshape(out_shape)
 
 
 class LayerNorm(nn.Cell):
@@ -101,13 +103,10 @@ class Activation(nn.Cell):
     def __init__(self, name: str):
         super().__init__()
         self.name = name
-        # The fused kernel is float32-only: float16 compute (mixed precision) takes the formula.
-        self.fused_gelu = cpu_kernels.FusedGelu() if name == "gelu" and cpu_kernels.enabled() else None
+        self.fused_bias_gelu = cpu_kernels.FusedBiasGelu() if name == "gelu" and cpu_kernels.enabled() else None
 
     def construct(self, x: Tensor) -> Tensor:
         if self.name == "gelu":
-            if self.fused_gelu is not None and x.dtype == mstype.float32:
-                return self.fused_gelu(x)
             # The formula, not ops.gelu: on CPU ops.gelu's training graph holds ~4 input-sized buffers (measured).
             return (0.5 * x) * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
         if self.name in ("gelu_new", "gelu_pytorch_tanh"):
@@ -115,6 +114,14 @@ class Activation(nn.Cell):
         if self.name == "relu":
             return ops.relu(x)
         return ops.tanh(x)
+
+    def of_dense(self, dense: Dense, x: Tensor) -> Tensor:
+        """This activation of `dense(x)`, [..., in] → [..., out]; the bias goes into the fused GELU where it runs (a
+        float32-only kernel: mixed precision takes the formula)."""
+        if self.fused_bias_gelu is None or dense.compute_dtype != mstype.float32:
+            return self.construct(dense(x))
+        out_shape = x.shape[:-1] + (dense.weight.shape[0],)
+        return self.fused_bias_gelu(dense.project(x), dense.bias).reshape(out_shape)
 
 
 class BertEmbeddings(nn.Cell):
@@ -190,9 +197,23 @@ class BertResidualOutput(nn.Cell):
         self.dense = Dense(in_features, config.hidden_size, config.initializer_range, compute_dtype)
         self.dropout = dropout(config.hidden_dropout_prob)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        # The bias, dropout, residual add and LayerNorm as one fused kernel, drawing the dropout layer's masks.
+        self.fused = (cpu_kernels.FusedResidualLayerNorm(config.layer_norm_eps)
+                      if isinstance(self.dropout, cpu_kernels.FusedDropout) and compute_dtype == mstype.float32
+                      else None)
+        self.keep_all = Tensor([1.0], mstype.float32)
 
     def construct(self, x: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+        """x [B,S,in], residual [B,S,H] → [B,S,H]."""
+        if self.fused is None:
+            return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+        drop = self.training and self.dropout.p > 0.0
+        y = self.fused(self.dense.project(x), self.dense.bias, residual.reshape(-1, residual.shape[-1]),
+                       self.LayerNorm.weight, self.LayerNorm.bias, self.dropout.stream, self.dropout.step,
+                       self.dropout.keep_prob if drop else self.keep_all)[0].reshape(residual.shape)
+        if drop:
+            y = ops.depend(y, ops.assign_add(self.dropout.step, ops.ones_like(self.dropout.step)))
+        return y
 
 
 class BertAttention(nn.Cell):
@@ -214,7 +235,7 @@ class BertIntermediate(nn.Cell):
         self.activation = Activation(config.hidden_act)
 
     def construct(self, x: Tensor) -> Tensor:
-        return self.activation(self.dense(x))
+        return self.activation.of_dense(self.dense, x)
 
 
 class BertLayer(nn.Cell):
@@ -354,7 +375,7 @@ class BertPredictionHeadTransform(nn.Cell):
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
 
     def construct(self, x: Tensor) -> Tensor:
-        return self.LayerNorm(self.activation(self.dense(x)))
+        return self.LayerNorm(self.activation.of_dense(self.dense, x))
 
 
 class BertLMPredictionHead(nn.Cell):

@@ -117,7 +117,7 @@ class _PerTensorOptimizer(nn.Optimizer):
 
 
 class AdamWeightDecay(_PerTensorOptimizer):
-    """Google BERT's AdamWeightDecay (`optimization.py`) through `cpu_kernels.adam_weight_decay_update`, for CPU.
+    """Google BERT's AdamWeightDecay (`optimization.py`) through `cpu_kernels.AdamWeightDecayInPlace`, for CPU.
     Per tensor w with gradient g, no bias correction, λ = 0 for LayerNorm weights and biases:
 
         m = β1·m + (1-β1)·g,   v = β2·v + (1-β2)·g²,   w = w - lr · (m / (sqrt(v) + eps) + λ·w)
@@ -136,20 +136,16 @@ class AdamWeightDecay(_PerTensorOptimizer):
         self.no_decay = Tensor(0.0, mstype.float32)
         self.moments1 = self._parameters.clone(prefix="adam_m", init="zeros")
         self.moments2 = self._parameters.clone(prefix="adam_v", init="zeros")
-        self.update = cpu_kernels.adam_weight_decay_update()
+        self.update = cpu_kernels.AdamWeightDecayInPlace()
 
     def construct(self, gradients: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         lr, weight_decay = self.begin_update()
         updated = ()
         for param, m, v, gradient, wd, decay in zip(self._parameters, self.moments1, self.moments2, gradients,
                                                     weight_decay, self.decay_flags):
-            next_param, next_m, next_v = self.update(param, m, v, gradient.astype(mstype.float32), lr,
-                                                     wd if decay else self.no_decay, self.hyper)
-            ops.assign(m, next_m)
-            ops.assign(v, next_v)
-            ops.assign(param, next_param)
-            updated += (next_param,)
-        return updated
+            updated += (self.update(param, m, v, gradient.astype(mstype.float32), lr, wd if decay else self.no_decay,
+                                    self.hyper),)
+        return updated  # each tensor's done flag: the kernel writes w, m and v themselves
 
 
 class Lamb(_PerTensorOptimizer):
