@@ -104,7 +104,8 @@ def main() -> None:
               (x, bias, residual, gamma, beta, sens))]
     for cell in cases[-1][2:4]:
         cell.set_train(True)  # the dropouts drop
-    print(f"{'fwd + bwd':26s} {'reference':>9s} {'ref. ms':>8s} {'fused ms':>9s} {'speed-up':>8s} {'max rel diff':>12s}")
+    print(f"{'fwd + bwd':26s} {'reference':>9s} {'ref. ms':>8s} {'fused ms':>9s} {'speed-up':>8s} "
+          f"{'max rel diff':>12s}")
     for name, reference, fused, stock, inputs in cases:
         (fused_ms, stock_ms), (fused_out, stock_out) = timed([fused, stock], inputs)
         diff = max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(fused_out, stock_out))

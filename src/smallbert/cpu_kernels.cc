@@ -515,6 +515,35 @@ extern "C" int SquaredSum(int nparam, void **params, int *ndims, int64_t **shape
   return 0;
 }
 
+namespace {
+
+inline void MaskedSoftmaxRow(const float *__restrict x, const float *__restrict b, float scale, int64_t cols,
+                             float *__restrict out) {
+  for (int64_t j = 0; j < cols; ++j) out[j] = x[j] * scale + b[j];
+  float top = out[0];
+#pragma omp simd reduction(max : top)
+  for (int64_t j = 0; j < cols; ++j) top = out[j] > top ? out[j] : top;
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < cols; ++j) {
+    const float shifted = out[j] - top;
+    out[j] = shifted < -87.0f ? 0.0f : ExpNonPositive(shifted);  // masked keys get exactly 0, as in expf
+    sum += out[j];
+  }
+  const float inverse = 1.0f / sum;
+  for (int64_t j = 0; j < cols; ++j) out[j] *= inverse;
+}
+
+inline void MaskedSoftmaxBackwardRow(const float *__restrict p, const float *__restrict dp, float scale, int64_t cols,
+                                     float *__restrict dx) {
+  float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+  for (int64_t j = 0; j < cols; ++j) dot += p[j] * dp[j];
+  for (int64_t j = 0; j < cols; ++j) dx[j] = scale * p[j] * (dp[j] - dot);
+}
+
+}  // namespace
+
 // Attention's softmax(scale * scores + bias) over the last axis, forward. params: scores [B, A, S, T],
 // bias [B, 1, 1, T] (0 keep, -10000 masked), scale [1]; probs [B, A, S, T].
 extern "C" int MaskedSoftmaxForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
@@ -529,21 +558,7 @@ extern "C" int MaskedSoftmaxForward(int nparam, void **params, int *ndims, int64
   const int64_t cols = shapes[0][3], rows_per_batch = shapes[0][1] * shapes[0][2];
   ParallelFor(shapes[0][0] * rows_per_batch, 64, [=](int64_t begin, int64_t end, int64_t) {
     for (int64_t i = begin; i < end; ++i) {
-      const float *row = x + i * cols, *b = bias + (i / rows_per_batch) * cols;
-      float *out = y + i * cols;
-      for (int64_t j = 0; j < cols; ++j) out[j] = row[j] * scale + b[j];
-      float top = out[0];
-#pragma omp simd reduction(max : top)
-      for (int64_t j = 0; j < cols; ++j) top = out[j] > top ? out[j] : top;
-      float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t j = 0; j < cols; ++j) {
-        const float shifted = out[j] - top;
-        out[j] = shifted < -87.0f ? 0.0f : ExpNonPositive(shifted);  // masked keys get exactly 0, as in expf
-        sum += out[j];
-      }
-      const float inverse = 1.0f / sum;
-      for (int64_t j = 0; j < cols; ++j) out[j] *= inverse;
+      MaskedSoftmaxRow(x + i * cols, bias + (i / rows_per_batch) * cols, scale, cols, y + i * cols);
     }
   });
   return 0;
@@ -561,12 +576,7 @@ extern "C" int MaskedSoftmaxBackward(int nparam, void **params, int *ndims, int6
   const int64_t cols = shapes[0][ndims[0] - 1];
   ParallelFor(NumElements(ndims[0], shapes[0]) / cols, 64, [=](int64_t begin, int64_t end, int64_t) {
     for (int64_t i = begin; i < end; ++i) {
-      const float *pi = p + i * cols, *dpi = dp + i * cols;
-      float *out = dx + i * cols;
-      float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-      for (int64_t j = 0; j < cols; ++j) dot += pi[j] * dpi[j];
-      for (int64_t j = 0; j < cols; ++j) out[j] = scale * pi[j] * (dpi[j] - dot);
+      MaskedSoftmaxBackwardRow(p + i * cols, dp + i * cols, scale, cols, dx + i * cols);
     }
   });
   return 0;

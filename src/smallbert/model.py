@@ -51,7 +51,7 @@ class Dense(nn.Cell):
         self.add_bias = BiasAdd()
 
     def project(self, x: Tensor) -> Tensor:
-        """x [..., in] → x Wᵀ [N, out] before the bias, flattened to 2-D (N = x's leading dims), in compute_dtype."""
+        """x [..., in] → x Wᵀ [N, out] before the bias, in compute_dtype; N = the product of x's leading dims."""
         return self.matmul(x.reshape(-1, x.shape[-1]).astype(self.compute_dtype),
                            self.weight.astype(self.compute_dtype))
 
