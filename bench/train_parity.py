@@ -39,11 +39,11 @@ import transformers
 import mindspore as ms
 
 from smallbert import BertConfig, BertForPreTraining
+from smallbert.config import PretrainConfig
 from smallbert.convert import convert
 from smallbert.data.instances import InstanceConfig
 from smallbert.data.pipeline import PipelineConfig, create_pretraining_data
 from smallbert.data.records import checked_batches, list_shards, read_metadata
-from smallbert.config import PretrainConfig
 from smallbert.pretrain import PRETRAINING_COLUMNS, pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
