@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-# Only light modules here: `--help` and flag errors must not wait for MindSpore (imported by smallbert.train).
+# Only light modules here: `--help` and flag errors must not wait for MindSpore (imported by smallbert.pretrain).
 from smallbert.config import AMP_LEVELS, DEVICES, OPTIMIZERS, PRECISIONS, PretrainConfig
 from smallbert.data.records import VERIFY_MODES
 from smallbert.errors import SmallBertError, cli_main
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         args["init_checkpoint"] = model_path
     if args["resume"] not in (None, "auto"):
         args["resume"] = path(args["resume"])
-    from smallbert.train import pretrain
+    from smallbert.pretrain import pretrain
 
     pretrain(PretrainConfig(**args))
 

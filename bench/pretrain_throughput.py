@@ -74,7 +74,8 @@ def mindspore_worker(args, config, batch):
 
     from smallbert import BertForPreTraining
     from smallbert.optim import build_optimizer
-    from smallbert.train import BertPreTrainingWithLoss, TrainStep
+    from smallbert.pretrain import BertPreTrainingWithLoss
+    from smallbert.train import TrainStep
 
     ms.set_device(args.device_target)
     ms.set_seed(0)

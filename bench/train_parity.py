@@ -11,7 +11,7 @@ written here from the papers and Google's `optimization.py`, not from our code:
 - `google_learning_rate`: linear warmup from 0, then polynomial decay counted from step 0.
 - gradients clipped to global norm 1.0 as `tf.clip_by_global_norm` does: g · c / max(‖g‖, c).
 
-Ours runs through `smallbert.train.pretrain` itself (the loop behind run_pretrain.py, log_steps 1), so every
+Ours runs through `smallbert.pretrain.pretrain` itself (the loop behind run_pretrain.py, log_steps 1), so every
 flag-to-graph wiring is inside the comparison. Run from a checkout:
 
     python bench/train_parity.py                  # 200 steps of L2-H128 on the bundled sample, both optimizers
@@ -39,11 +39,12 @@ import transformers
 import mindspore as ms
 
 from smallbert import BertConfig, BertForPreTraining
+from smallbert.config import PretrainConfig
 from smallbert.convert import convert
 from smallbert.data.instances import InstanceConfig
 from smallbert.data.pipeline import PipelineConfig, create_pretraining_data
 from smallbert.data.records import checked_batches, list_shards, read_metadata
-from smallbert.train import PRETRAINING_COLUMNS, PretrainConfig, pretrain
+from smallbert.pretrain import PRETRAINING_COLUMNS, pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "sample")
@@ -254,7 +255,7 @@ def loop_batches(data_dir: str, run: Run, vocab_size: int) -> list[dict[str, np.
 
 
 def train_ours(data_dir: str, ours_dir: str, output_dir: str, run: Run) -> Trained:
-    """`smallbert.train.pretrain` from `ours_dir` for run.steps steps, logging every step."""
+    """`smallbert.pretrain.pretrain` from `ours_dir` for run.steps steps, logging every step."""
     cfg = PretrainConfig(data_dir=data_dir, bert_config_file=os.path.join(ours_dir, "config.json"),
                          output_dir=output_dir, optimizer=run.optimizer, lr=run.lr, end_lr=run.end_lr,
                          warmup_steps=run.warmup_steps, train_steps=run.steps, train_batch_size=run.batch_size,

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from smallbert import compile_cache
-from smallbert.train import PretrainConfig, compile_setup
+from smallbert.config import PretrainConfig
+from smallbert.pretrain import compile_setup
 
 from test_distributed import VOCAB, write_shards
 
@@ -73,7 +74,7 @@ def test_repeat_run_reuses_graphs_and_other_setups_get_their_own(tmp_path):
 def test_key_follows_what_shapes_the_graphs():
     cfg = PretrainConfig(data_dir="a", bert_config_file="c.json", output_dir="out", train_steps=10)
 
-    class Inputs:  # the parts of train._Inputs the key reads
+    class Inputs:  # the parts of pretrain._Inputs the key reads
         def __init__(self, layers=2, seq=128):
             from smallbert import BertConfig
             self.bert_config = BertConfig(vocab_size=100, num_hidden_layers=layers)

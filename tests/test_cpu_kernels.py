@@ -13,7 +13,8 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 from smallbert import BertForPreTraining, cpu_kernels
-from smallbert.train import global_norm, token_nll
+from smallbert.pretrain import token_nll
+from smallbert.train import global_norm
 from smallbert.weights import assign
 
 needs_kernels = pytest.mark.skipif(cpu_kernels.library() is None, reason="no C++ compiler to build the kernels")
@@ -198,7 +199,7 @@ def test_softmax_nll_refuses_a_label_outside_the_classes():
 
 @needs_kernels
 def test_model_gives_the_same_loss_and_gradients_without_the_kernels(tiny_config, pretraining_batch, monkeypatch):
-    from smallbert.train import BertPreTrainingWithLoss
+    from smallbert.pretrain import BertPreTrainingWithLoss
 
     ids, types, mask, positions = pretraining_batch
     batch = [Tensor(x) for x in (ids, mask, types, positions, np.take_along_axis(ids, positions, 1),

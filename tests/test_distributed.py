@@ -14,8 +14,9 @@ import pytest
 import mindspore as ms
 
 from smallbert import BertConfig, BertForPreTraining
+from smallbert.config import PretrainConfig
 from smallbert.data.records import METADATA_FORMAT, write_mindrecord
-from smallbert.train import PretrainConfig, pretrain
+from smallbert.pretrain import pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB, SEQ, PREDICTIONS, ROWS = 100, 16, 3, 48
@@ -101,8 +102,9 @@ import logging
 import os
 import sys
 
+from smallbert.config import PretrainConfig
 from smallbert.errors import cli_main
-from smallbert.train import PretrainConfig, pretrain
+from smallbert.pretrain import pretrain
 
 
 @cli_main

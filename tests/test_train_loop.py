@@ -13,13 +13,13 @@ import pytest
 import mindspore as ms
 
 from smallbert import device
-from smallbert.config import BertConfig
+from smallbert.config import BertConfig, PretrainConfig
 from smallbert.data.instances import InstanceConfig
 from smallbert.data.pipeline import PipelineConfig, create_pretraining_data
 from smallbert.optim import WarmupPolynomialDecay
 from smallbert.errors import SmallBertError
-from smallbert.train import (PretrainConfig, StepOutput, TrainStep, check_pretrain_inputs, check_resume, next_event,
-                             pretrain, run_steps)
+from smallbert.pretrain import check_pretrain_inputs, check_resume, next_event, pretrain
+from smallbert.train import StepOutput, TrainStep, run_steps
 
 CORPUS = """\
 The river runs from the hills to the sea.

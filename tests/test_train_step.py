@@ -9,8 +9,8 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from smallbert import BertForPreTraining
 from smallbert.optim import WarmupPolynomialDecay, build_optimizer
-from smallbert.train import (BertPreTrainingMetrics, BertPreTrainingWithLoss, DynamicLossScale, TrainStep, evaluate,
-                             masked_lm_loss)
+from smallbert.pretrain import BertPreTrainingMetrics, BertPreTrainingWithLoss, evaluate, masked_lm_loss
+from smallbert.train import DynamicLossScale, TrainStep
 from smallbert.weights import assign
 from test_optim import reference_step
 

@@ -9,7 +9,7 @@ Layout of a run directory (`--output_dir`):
         trainer_state.json         step, data position (epoch, sequences into it), RNG state, flags, and the size and
                                    SHA-256 of every file above; written last, so its presence marks completeness
     RUN/final/                     the model after the last step (no training state)
-    RUN/metrics.jsonl              see `smallbert.train`
+    RUN/metrics.jsonl              see `smallbert.pretrain`
 
 A checkpoint is staged in `checkpoints/.tmp-*` and renamed into place, so a crash never leaves a directory named
 `step_<N>` that is incomplete; a file corrupted later (disk, copy) is caught by its hash when resuming.
