@@ -74,8 +74,11 @@ def mindspore_worker(args, config, batch):
 
     from smallbert import BertForPreTraining
     from smallbert.optim import build_optimizer
-    from smallbert.pretrain import BertPreTrainingWithLoss
     from smallbert.train import TrainStep
+    try:
+        from smallbert.pretrain import BertPreTrainingWithLoss
+    except ModuleNotFoundError:  # a --baseline_src checkout from before smallbert.pretrain split out of train
+        from smallbert.train import BertPreTrainingWithLoss
 
     ms.set_device(args.device_target)
     ms.set_seed(0)
