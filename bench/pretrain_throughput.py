@@ -12,7 +12,8 @@ Each framework lives in its own worker process (so peak RSS is its own); the par
 between them, so load from other processes on the machine hits all alike. PyTorch runs both as installed and with
 OMP_WAIT_POLICY=PASSIVE (its spinning OpenMP threads collapse on a busy machine); the throughput ratio is against
 the faster of the two. Prints median seconds per step, sequences/s, the ratio, peak RSS and its ratio, the
-first-step (compile) time, and achieved GFLOP/s against the machine's sgemm peak measured with torch.mm.
+first-step (compile) time, and achieved GFLOP/s against the machine's sgemm peak: torch.mm on 2048³, sampled in
+turn with the steps (the median of those samples).
 
 The MindSpore worker times each step's launch (numpy batch to Tensors and graph dispatch: the framework's host
 overhead per step) apart from the wait for its result. With --window N each timed sample is N steps (the first
@@ -141,15 +142,15 @@ def torch_worker(args, config, batch):
     return lambda: [step() for _ in range(args.window)][-1]
 
 
-def sgemm_peak_gflops(threads: int) -> float:
-    """Best of a few 2048³ float32 matmuls with torch.mm on `threads` threads."""
+def sgemm_worker(args, config, batch):
+    """The machine's sgemm peak: each sample is the best of three 2048³ float32 torch.mm on `args.threads` threads,
+    taken between the frameworks' steps, so the peak is measured under the same load and clock as they are."""
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads)
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(5))
-    return 2 * 2048 ** 3 / best / 1e9
+    return lambda: 2 * 2048 ** 3 / min(_timed(lambda: torch.mm(a, b)) for _ in range(3)) / 1e9
 
 
 def _timed(fn) -> float:
@@ -167,7 +168,8 @@ def run_worker(args) -> None:
 
     config = BertConfig.from_json_file(args.config)
     batch = make_batch(config.vocab_size, args.batch_size, args.seq_length, args.predictions)
-    build = mindspore_worker if args.worker.startswith("mindspore") else torch_worker
+    build = {"sgemm": sgemm_worker}.get(args.worker) or (mindspore_worker if args.worker.startswith("mindspore")
+                                                         else torch_worker)
     step = build(args, config, batch)
     first = _timed(step)
     reply = {"first_step_s": first}
@@ -176,10 +178,10 @@ def run_worker(args) -> None:
         if line.strip() == "step":
             LAUNCH_SECONDS.clear()
             start = time.perf_counter()
-            loss = step()
+            result = step()  # a step's loss; the sgemm worker's GFLOP/s
             seconds = (time.perf_counter() - start) / args.window
             launch = sum(LAUNCH_SECONDS) / args.window if LAUNCH_SECONDS else None
-            print(json.dumps({"s": seconds, "launch_s": launch, "loss": loss}), flush=True)
+            print(json.dumps({"s": seconds, "launch_s": launch, "result": result}), flush=True)
         else:
             break
     print(json.dumps({"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}), flush=True)
@@ -201,7 +203,7 @@ def main() -> None:
                              "steps before reading any (run_pretrain's loop) beside one that reads every step")
     parser.add_argument("--baseline_src", help="another checkout's src/ directory: adds a MindSpore worker running "
                                                "its smallbert, to compare versions in one run")
-    parser.add_argument("--worker", choices=("mindspore", "mindspore_async", "torch", "torch_compile"),
+    parser.add_argument("--worker", choices=("mindspore", "mindspore_async", "torch", "torch_compile", "sgemm"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -231,6 +233,8 @@ def main() -> None:
         runs.update({"torch": ("torch", {}), "torch (OMP passive)": ("torch", {"OMP_WAIT_POLICY": "PASSIVE"})})
     if on_cpu and not args.no_compile:
         runs["torch.compile"] = ("torch_compile", {})
+    if on_cpu:  # not a framework: samples the machine's sgemm peak between their steps
+        runs["sgemm"] = ("sgemm", {})
     workers, first = {}, {}
     for name, (worker, env) in runs.items():  # one at a time, so compile and warm-up do not overlap
         workers[name] = subprocess.Popen(command + [worker], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -238,12 +242,15 @@ def main() -> None:
         first[name] = json.loads(workers[name].stdout.readline())["first_step_s"]
     times = {name: [] for name in runs}
     launches = {name: [] for name in runs}
+    sgemm_samples = []
     for _ in range(args.steps):
         for name, worker in workers.items():
             worker.stdin.write("step\n")
             worker.stdin.flush()
             reply = json.loads(worker.stdout.readline())
             times[name].append(reply["s"])
+            if name == "sgemm":
+                sgemm_samples.append(reply["result"])
             if reply["launch_s"] is not None:
                 launches[name].append(reply["launch_s"])
     rss = {}
@@ -252,14 +259,16 @@ def main() -> None:
         worker.stdin.flush()
         rss[name] = json.loads(worker.stdout.readline())["peak_rss_gb"]
         worker.wait()
-    peak = sgemm_peak_gflops(args.threads) if on_cpu else None
+    runs.pop("sgemm", None)
+    peak = statistics.median(sgemm_samples) if sgemm_samples else None
     flops = train_flops(config, args.batch_size, args.seq_length, args.predictions)
 
     print(f"config {os.path.basename(args.config)}, batch {args.batch_size}, seq {args.seq_length}, "
           f"{args.predictions} predictions, {args.device_target}, {args.threads} threads, {args.steps} alternating "
           f"samples of {args.window} step(s) each, load average {os.getloadavg()[0]:.1f}")
     print(f"one train step = {flops / 1e9:.1f} GFLOP"
-          + (f"; sgemm peak (torch.mm 2048³): {peak:.1f} GFLOP/s" if peak else ""))
+          + (f"; sgemm peak (torch.mm 2048³, median of samples between the steps): {peak:.1f} GFLOP/s "
+             f"(range {min(sgemm_samples):.1f}-{max(sgemm_samples):.1f})" if peak else ""))
     median = {name: statistics.median(times[name]) for name in runs}
     for name in runs:
         gflops = flops / median[name] / 1e9
