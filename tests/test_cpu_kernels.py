@@ -122,6 +122,59 @@ def test_residual_layer_norm_is_the_separate_kernels_fused(train):
                                    err_msg=name)
 
 
+@needs_kernels
+def test_attention_heads_in_and_out_are_bias_adds_and_transposes():
+    """QkvHeads: q, k, v = the projection's three slices plus their biases, as [B, A, S, D]; its backward moves the
+    gradients back and sums them for the biases. MergeHeads: [B, A, S, D] → [B, S, A, D] and back."""
+    rng = np.random.default_rng(3)
+    b, s, a, d = 3, 40, 4, 8  # 120 rows: split over threads
+    x = rng.standard_normal((b, s, 3, a, d), dtype=np.float32)
+    bias = rng.standard_normal((3, a, d), dtype=np.float32)
+    sens = [rng.standard_normal((b, a, s, d), dtype=np.float32) for _ in range(3)]
+
+    class Weighted(nn.Cell):  # sum of each head tensor times its sens, so one backward reaches all three
+        def __init__(self):
+            super().__init__()
+            self.heads = cpu_kernels.FusedQkvHeads()
+
+        def construct(self, x, bias, sq, sk, sv):
+            q, k, v = self.heads(x, bias)
+            return (q * sq).sum() + (k * sk).sum() + (v * sv).sum(), q, k, v
+
+    inputs = [Tensor(x), Tensor(bias)] + [Tensor(t) for t in sens]
+    (_, *heads), (dx, dbias) = ms.value_and_grad(Weighted(), (0, 1), has_aux=True)(*inputs)
+    for t, head in enumerate(heads):
+        np.testing.assert_array_equal(head.asnumpy(), (x[:, :, t] + bias[t]).transpose(0, 2, 1, 3))
+    expected_dx = np.stack([g.transpose(0, 2, 1, 3) for g in sens], axis=2)
+    np.testing.assert_array_equal(dx.asnumpy(), expected_dx)
+    np.testing.assert_allclose(dbias.asnumpy(), expected_dx.sum((0, 1)), rtol=1e-5, atol=1e-5)
+
+    context = rng.standard_normal((b, a, s, d), dtype=np.float32)
+    sens_rows = rng.standard_normal((b, s, a, d), dtype=np.float32)
+    y, (dcontext,) = Backward(cpu_kernels.FusedMergeHeads())(Tensor(context), Tensor(sens_rows))
+    np.testing.assert_array_equal(y.asnumpy(), context.transpose(0, 2, 1, 3))
+    np.testing.assert_array_equal(dcontext.asnumpy(), sens_rows.transpose(0, 2, 1, 3))
+
+
+@needs_kernels
+def test_release_freed_heap_runs_in_a_graph_and_returns_done():
+    """The op trims the heap once per process; every call (in graph mode, as TrainStep runs it) returns done = 1."""
+    class Net(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.release = cpu_kernels.release_freed_heap()
+
+        @ms.jit
+        def construct(self, x):
+            return ops.depend(x * 2, self.release(x)), self.release(x)
+
+    net = Net()
+    for _ in range(2):
+        y, done = net(Tensor(np.ones((2, 3), np.int32)))
+        np.testing.assert_array_equal(y.asnumpy(), np.full((2, 3), 2))
+        np.testing.assert_array_equal(done.asnumpy(), [1.0])
+
+
 class WeightedNll(nn.Cell):
     """sum(w · nll) through `softmax_nll`: a FusedSoftmaxNll, or None for MindSpore's log_softmax + gather."""
 

@@ -1,6 +1,6 @@
 """Fused float32 CPU kernels for LayerNorm, bias + exact GELU, dropout, a sub-layer's bias + dropout + residual +
-LayerNorm, attention's masked softmax, softmax cross-entropy, the gradient norm's sums of squares and the
-AdamWeightDecay update, run as MindSpore AOT custom ops.
+LayerNorm, attention's heads (in, with their biases, and out) and masked softmax, softmax cross-entropy, the
+gradient norm's sums of squares and the AdamWeightDecay update, run as MindSpore AOT custom ops.
 
 On CPU, MindSpore 2.10's LayerNormGrad takes ~19 ms on a [4096, 256] activation and the erf GELU ~60 ms forward +
 backward on [4096, 1024]: together about a fifth of an L4-H256 pretraining step. `cpu_kernels.cc` does each in one
@@ -235,6 +235,40 @@ class FusedSoftmaxNll(nn.Cell):
         return self.backward(logits, labels, out[1], dout[0]), ops.zeros_like(labels)
 
 
+class FusedQkvHeads(nn.Cell):
+    """(x [B, S, 3, A, D], the query, key and value projections before their biases, bias [3, A, D]) → q, k, v
+    [B, A, S, D] each, biases added: attention's three bias adds and head transposes as one pass each way."""
+
+    def __init__(self):
+        super().__init__()
+        self.forward = _custom("QkvHeadsForward", lambda x, b: ([x[0], x[3], x[1], x[4]],) * 3,
+                               lambda x, b: (x, x, x))
+        self.backward = _custom("QkvHeadsBackward", lambda dq, dk, dv: ([dq[0], dq[2], 3, dq[1], dq[3]],
+                                                                        [3, dq[1], dq[3]]),
+                                lambda dq, dk, dv: (dq, dq))
+
+    def construct(self, x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.forward(x, bias)
+
+    def bprop(self, x, bias, out, dout):
+        return self.backward(dout[0], dout[1], dout[2])
+
+
+class FusedMergeHeads(nn.Cell):
+    """x [B, A, S, D] → [B, S, A, D]: attention's context back to rows, one copy pass each way."""
+
+    def __init__(self):
+        super().__init__()
+        self.forward = _custom("MergeHeadsForward", lambda x: [x[0], x[2], x[1], x[3]], lambda x: x)
+        self.backward = _custom("MergeHeadsBackward", lambda dy: [dy[0], dy[2], dy[1], dy[3]], lambda dy: dy)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+    def bprop(self, x, out, dout):
+        return (self.backward(dout),)
+
+
 class FusedMaskedSoftmax(nn.Cell):
     """(scores float32 [B, A, S, T], bias float32 [B, 1, 1, T], scale float32 [1]) → softmax(scale · scores + bias)
     over the last axis, with its backward (from the probabilities; the bias and scale get no gradient).
@@ -276,6 +310,13 @@ class AdamWeightDecayInPlace(ops.Custom):
 def squared_sum() -> ops.Custom:
     """The op x float32 [...] → float32 [1], the sum of x's squares accumulated in double (for `train.global_norm`)."""
     return _custom("SquaredSum", lambda x: [1], lambda x: x)
+
+
+def release_freed_heap() -> ops.Custom:
+    """The op x [...] → float32 [1] that returns the host heap's free pages to the OS the first time any graph runs
+    it in this process: a graph that runs it first does not carry its compiler's freed memory (~0.3 GB for an
+    L4-H256 train step) into its peak. x only orders the op."""
+    return _custom("ReleaseFreedHeap", lambda x: [1], lambda x: mstype.float32)
 
 
 def _rank() -> int:

@@ -159,6 +159,9 @@ class BertSelfAttention(nn.Cell):
         self.dropout = dropout(config.attention_probs_dropout_prob)
         self.scale = 1.0 / math.sqrt(self.head_size)
         self.masked_softmax = cpu_kernels.FusedMaskedSoftmax() if cpu_kernels.enabled() else None
+        fused_heads = cpu_kernels.enabled() and compute_dtype == mstype.float32
+        self.qkv_heads = cpu_kernels.FusedQkvHeads() if fused_heads else None
+        self.merge_heads = cpu_kernels.FusedMergeHeads() if fused_heads else None
         self.scale_tensor = Tensor([self.scale], mstype.float32)
         self.scores_matmul = ops.BatchMatMul(transpose_b=True)
         self.context_matmul = ops.BatchMatMul()
@@ -168,15 +171,26 @@ class BertSelfAttention(nn.Cell):
         b, s, _ = x.shape
         return x.reshape(b, s, self.num_heads, self.head_size).transpose(0, 2, 1, 3)
 
+    def heads(self, hidden_states: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """hidden_states [B,S,H] → the query, key and value heads [B,A,S,D] each."""
+        if self.qkv_heads is None:
+            return (self.split_heads(self.query(hidden_states)), self.split_heads(self.key(hidden_states)),
+                    self.split_heads(self.value(hidden_states)))
+        # One [B*S, H] x [H, 3H] matmul, then one pass adds the biases and lays out the heads.
+        b, s, _ = hidden_states.shape
+        weight = ops.concat((self.query.weight, self.key.weight, self.value.weight))
+        bias = ops.concat((self.query.bias, self.key.bias, self.value.bias))
+        qkv = self.query.matmul(hidden_states.reshape(b * s, -1), weight)
+        return self.qkv_heads(qkv.reshape(b, s, 3, self.num_heads, self.head_size),
+                              bias.reshape(3, self.num_heads, self.head_size))
+
     def construct(self, hidden_states: Tensor, attention_bias: Tensor) -> tuple[Tensor, Tensor]:
         """hidden_states [B,S,H]; attention_bias float32 [B,1,1,S] (0 keep, -10000 masked) → (context [B,S,H],
         scores float32 [B,A,S,S], QKᵀ/√D before the mask and softmax).
 
         The scores are returned for layer distillation; callers that drop them cost nothing (graph mode prunes
         the unused output)."""
-        q = self.split_heads(self.query(hidden_states))
-        k = self.split_heads(self.key(hidden_states))
-        v = self.split_heads(self.value(hidden_states))
+        q, k, v = self.heads(hidden_states)
         raw = self.scores_matmul(q, k).astype(mstype.float32)
         scores = raw * self.scale
         if self.masked_softmax is None:
@@ -184,7 +198,8 @@ class BertSelfAttention(nn.Cell):
         else:  # the scale, mask and softmax in one pass; `scores` is then computed only if a caller uses it
             probs = self.masked_softmax(raw, attention_bias, self.scale_tensor)
         probs = self.dropout(probs).astype(v.dtype)
-        context = self.context_matmul(probs, v).transpose(0, 2, 1, 3)
+        context = self.context_matmul(probs, v)
+        context = context.transpose(0, 2, 1, 3) if self.merge_heads is None else self.merge_heads(context)
         b, s = context.shape[0], context.shape[1]
         return context.reshape(b, s, self.num_heads * self.head_size), scores
 

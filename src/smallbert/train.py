@@ -152,6 +152,7 @@ class TrainStep(nn.Cell):
         # float16 on a saturating NPU: overflow leaves no inf/nan for the norm check to see (see device.py).
         self.status_finite = device.npu_status_check() if loss_scale is not None else None
         self.squared_sum = cpu_kernels.squared_sum() if cpu_kernels.enabled() else None  # for global_norm
+        self.release_heap = cpu_kernels.release_freed_heap() if cpu_kernels.enabled() else None
         self.grad_fn = ms.value_and_grad(self.scaled_forward, None, self.weights, has_aux=True)
         world_size = _data_parallel_world_size()
         self.grad_reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=world_size) \
@@ -199,15 +200,22 @@ class TrainStep(nn.Cell):
         scale = self.loss_scale.update(overflow) if self.loss_scale is not None else self.current_scale()
         return overflow, scale
 
+    def after_heap_release(self, batch: tuple) -> tuple:
+        """`batch` with its first tensor made to wait for `release_heap` (on CPU): the graph frees the host heap
+        its compilation left before any of its own memory is touched."""
+        if self.release_heap is None:
+            return batch
+        return (ops.depend(batch[0], self.release_heap(batch[0])),) + batch[1:]
+
     def construct(self, *batch):
         """The whole step on one batch (accumulation_steps == 1): (net outputs, overflow, next loss scale)."""
-        outputs, grads = self.grad_fn(*batch)
+        outputs, grads = self.grad_fn(*self.after_heap_release(batch))
         overflow, scale = self.apply_gradients(grads, 1.0)
         return outputs[1:], overflow, scale
 
     def accumulate(self, *batch):
         """Forward and backward on one micro-batch, adding its (scaled) gradients into `accumulated_grads`."""
-        outputs, grads = self.grad_fn(*batch)
+        outputs, grads = self.grad_fn(*self.after_heap_release(batch))
         for buffer, grad in zip(self.accumulated_grads, grads):
             ops.assign_add(buffer, grad)
         return outputs[1:]
