@@ -208,7 +208,10 @@ class FusedDropout(SeededDropout):
             return x
         if x.dtype != mstype.float32:
             return super().construct(x)
-        y, _ = self.op(x, self.stream, self.step, self.keep_prob)
+        return self.counted(self.op(x, self.stream, self.step, self.keep_prob)[0])
+
+    def counted(self, y: Tensor) -> Tensor:
+        """y, once `step` has counted the call that drew y's masks (the next call draws new ones)."""
         return ops.depend(y, ops.assign_add(self.step, ops.ones_like(self.step)))
 
 

@@ -226,9 +226,7 @@ class BertResidualOutput(nn.Cell):
         y = self.fused(self.dense.project(x), self.dense.bias, residual.reshape(-1, residual.shape[-1]),
                        self.LayerNorm.weight, self.LayerNorm.bias, self.dropout.stream, self.dropout.step,
                        self.dropout.keep_prob if drop else self.keep_all)[0].reshape(residual.shape)
-        if drop:
-            y = ops.depend(y, ops.assign_add(self.dropout.step, ops.ones_like(self.dropout.step)))
-        return y
+        return self.dropout.counted(y) if drop else y
 
 
 class BertAttention(nn.Cell):
