@@ -93,7 +93,7 @@ class ResidualBlockEnd(nn.Cell):
         keep = self.dropout.keep_prob if self.training else ops.ones_like(self.dropout.keep_prob)
         y = self.fused(h, bias, residual, gamma, beta, self.dropout.stream, self.dropout.step, keep)[0]
         if self.training:
-            y = ops.depend(y, ops.assign_add(self.dropout.step, ops.ones_like(self.dropout.step)))
+            y = self.dropout.counted(y)
         return y
 
 

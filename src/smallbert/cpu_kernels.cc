@@ -353,12 +353,10 @@ extern "C" int ResidualLayerNormForward(int nparam, void **params, int *ndims, i
   const int64_t cols = shapes[0][ndims[0] - 1], rows = NumElements(ndims[0], shapes[0]) / cols;
   const uint32_t threshold = KeepThreshold(keep_prob);
   const float scale = 1.0f / keep_prob;
-  const bool keep_all = threshold >= (1u << 24);
   ParallelFor(rows, 16, [=](int64_t begin, int64_t end, int64_t) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t first = r * cols;
-      DropoutResidualRow(h + first, b, residual + first, key, first, keep_all ? 1u << 24 : threshold, scale, cols,
-                         z + first, mask + first);
+      DropoutResidualRow(h + first, b, residual + first, key, first, threshold, scale, cols, z + first, mask + first);
       LayerNormRow(z + first, gamma, beta, eps, cols, y + first, mean + r, rstd + r);
     }
   });
