@@ -122,6 +122,45 @@ def test_residual_layer_norm_is_the_separate_kernels_fused(train):
                                    err_msg=name)
 
 
+class AttentionProbs(nn.Cell):
+    """dropout(softmax(scale · scores + bias)) from the separate kernels, or fused (the two training paths of
+    `model.BertSelfAttention`), sharing one dropout layer's stream and step counter."""
+
+    def __init__(self, fused: bool, p: float):
+        super().__init__()
+        self.dropout = cpu_kernels.FusedDropout(p)
+        self.softmax = cpu_kernels.FusedMaskedSoftmax()
+        self.fused = cpu_kernels.FusedMaskedSoftmaxDropout() if fused else None
+        self.scale = Tensor([0.125], ms.float32)
+
+    def construct(self, scores, bias):
+        if self.fused is None:
+            return self.dropout(self.softmax(scores, bias, self.scale))
+        drop = self.dropout
+        return drop.counted(self.fused(scores, bias, self.scale, drop.stream, drop.step, drop.keep_prob)[0])
+
+
+@needs_kernels
+def test_masked_softmax_dropout_is_the_separate_kernels_fused():
+    """Same masks (element for element) and the same forward and gradient to the bit; the step counts each call."""
+    rng = np.random.default_rng(6)
+    shape = (3, 4, 40, 40)  # 480 rows: split over threads
+    scores, sens = (Tensor(rng.standard_normal(shape).astype(np.float32) * 4) for _ in range(2))
+    bias = np.zeros((3, 1, 1, 40), np.float32)
+    bias[1, ..., -5:] = -10000.0
+    results = []
+    for fused in (True, False):
+        ms.set_seed(5)
+        cell = AttentionProbs(fused, 0.3)
+        cell.set_train(True)
+        y, (dscores, _) = Backward(cell)(scores, Tensor(bias), sens)
+        assert int(cell.dropout.step.asnumpy()[0]) == 2  # Backward runs the cell twice
+        results.append((y.asnumpy(), dscores.asnumpy()))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    assert 0.2 < (results[0][0] == 0).mean() < 0.4
+
+
 @needs_kernels
 def test_attention_heads_in_and_out_are_bias_adds_and_transposes():
     """QkvHeads: q, k, v = the projection's three slices plus their biases, as [B, A, S, D]; its backward moves the
@@ -176,28 +215,32 @@ def test_release_freed_heap_runs_in_a_graph_and_returns_done():
 
 
 class WeightedNll(nn.Cell):
-    """sum(w · nll) through `softmax_nll`: a FusedSoftmaxNll, or None for MindSpore's log_softmax + gather."""
+    """sum(w · nll) of logits + bias through `softmax_nll`: a FusedSoftmaxNll, or None for MindSpore's
+    log_softmax + gather."""
 
     def __init__(self, softmax_nll):
         super().__init__()
         self.softmax_nll = softmax_nll
 
-    def construct(self, logits, labels, weights):
-        return (token_nll(logits, labels, self.softmax_nll) * weights).sum()
+    def construct(self, logits, bias, labels, weights):
+        return (token_nll(logits, labels, self.softmax_nll, bias) * weights).sum()
 
 
 @needs_kernels
 @pytest.mark.parametrize("shape", [(5, 2), (64, 30522)])  # NSP's two classes; MLM rows over BERT's vocabulary
 def test_softmax_nll_matches_float64_and_its_gradient_rows_sum_to_zero(shape):
-    """Loss and gradient against float64 NumPy. Each gradient row, w·(softmax - onehot), must sum to ~0: with
-    MindSpore's float32 log_softmax the rows sum to ~3e-7 on average at V=30522 (measured), all of one sign."""
+    """Loss and gradients (logits and bias) against float64 NumPy. Each gradient row, w·(softmax - onehot), must sum
+    to ~0: with MindSpore's float32 log_softmax the rows sum to ~3e-7 on average at V=30522 (measured), all of one
+    sign."""
     rng = np.random.default_rng(2)
     logits = (rng.standard_normal(shape) * 3).astype(np.float32)
+    bias = rng.standard_normal(shape[1]).astype(np.float32)
     labels = rng.integers(0, shape[1], shape[0]).astype(np.int32)
     weights = rng.random(shape[0]).astype(np.float32)
-    loss, dlogits = ms.value_and_grad(WeightedNll(cpu_kernels.FusedSoftmaxNll()))(
-        Tensor(logits), Tensor(labels), Tensor(weights))
-    x = logits.astype(np.float64)
+    loss, (dlogits, dbias) = ms.value_and_grad(WeightedNll(cpu_kernels.FusedSoftmaxNll()), (0, 1))(
+        Tensor(logits), Tensor(bias), Tensor(labels), Tensor(weights))
+    x = logits.astype(np.float32) + bias  # the kernel adds the bias in float32, as a BiasAdd would
+    x = x.astype(np.float64)
     lse = np.log(np.exp(x - x.max(1, keepdims=True)).sum(1)) + x.max(1)
     rows = np.arange(shape[0])
     expected_loss = ((lse - x[rows, labels]) * weights).sum()
@@ -208,6 +251,9 @@ def test_softmax_nll_matches_float64_and_its_gradient_rows_sum_to_zero(shape):
     gradient = dlogits.asnumpy().astype(np.float64)
     np.testing.assert_allclose(gradient, expected, rtol=0, atol=1e-7)
     assert abs(gradient.sum(1).mean()) < 2e-8 and np.abs(gradient.sum(1)).max() < 1e-7
+    np.testing.assert_allclose(dbias.asnumpy(), expected.sum(0), rtol=0, atol=1e-6)
+    # summed in float32, the bias gradient's columns lost -1.0e-6 at V=30522; in double only their last roundings
+    assert abs(float(dbias.asnumpy().astype(np.float64).sum())) < 5e-7
 
 
 class StockMaskedSoftmax(nn.Cell):
@@ -245,7 +291,8 @@ def test_squared_sum_matches_float64(size):
 
 @needs_kernels
 def test_softmax_nll_refuses_a_label_outside_the_classes():
-    nll, _ = cpu_kernels.FusedSoftmaxNll()(Tensor(np.zeros((2, 3), np.float32)), Tensor(np.array([0, 3], np.int32)))
+    nll, _ = cpu_kernels.FusedSoftmaxNll()(Tensor(np.zeros((2, 3), np.float32)), Tensor(np.zeros(3, np.float32)),
+                                           Tensor(np.array([0, 3], np.int32)))
     with pytest.raises(RuntimeError, match="SoftmaxNllForward"):
         nll.asnumpy()
 

@@ -75,17 +75,25 @@ inline double ExpNonPositiveDouble(double v) {
   return p * __builtin_bit_cast(double, bits);
 }
 
-// Standard normal CDF Phi(x) = (1 + erf(x / sqrt 2)) / 2, erf from Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
-inline float NormalCdf(float x) {
-  float z = std::fabs(x) * 0.70710678f;
+// Standard normal CDF Phi(x) = (1 + erf(x / sqrt 2)) / 2 from z = |x| / sqrt 2 and e = exp(-z^2), erf from
+// Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+inline float NormalCdf(float x, float z, float e) {
   float t = 1.0f / (1.0f + 0.3275911f * z);
   float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
-  float erf_abs = 1.0f - poly * ExpNonPositive(-z * z);
+  float erf_abs = 1.0f - poly * e;
   return 0.5f + 0.5f * std::copysign(erf_abs, x);
 }
 
-// d/dv [v Phi(v)] = Phi(v) + v phi(v).
-inline float GeluGrad(float v) { return NormalCdf(v) + v * 0.39894228f * ExpNonPositive(-0.5f * v * v); }
+inline float NormalCdf(float x) {
+  const float z = std::fabs(x) * 0.70710678f;
+  return NormalCdf(x, z, ExpNonPositive(-z * z));
+}
+
+// d/dv [v Phi(v)] = Phi(v) + v phi(v); phi(v) = exp(-v^2 / 2) / sqrt(2 pi) is Phi's own exponential over sqrt(2 pi).
+inline float GeluGrad(float v) {
+  const float z = std::fabs(v) * 0.70710678f, e = ExpNonPositive(-z * z);
+  return NormalCdf(v, z, e) + v * 0.39894228f * e;
+}
 
 // Loops over one row each, their pointers declared unaliased so that the compiler vectorises them.
 inline void BiasGeluRow(const float *__restrict x, const float *__restrict b, int64_t cols, float *__restrict y) {
@@ -104,13 +112,24 @@ inline void BiasGeluBackwardRow(const float *__restrict x, const float *__restri
   }
 }
 
+// n zeros in a buffer this thread keeps across calls. A vector allocated and freed per call is mmapped above
+// glibc's 128 KiB threshold, and freeing it raises that threshold for the whole process: that alone (a 0.5 MB
+// buffer) made the memory-bound ops of an L4-H256 train step up to 2x slower (measured).
+template <typename T>
+std::vector<T> &ZeroedScratch(size_t n) {
+  thread_local std::vector<T> buffer;
+  buffer.assign(n, T(0));
+  return buffer;
+}
+
 // Adds the per-worker partial sums partial[w * n + j] in worker order (the same result every run) into out[j].
-void SumPartials(const std::vector<float> &partial, int64_t n, float *out) {
+template <typename T>
+void SumPartials(const std::vector<T> &partial, int64_t n, float *out) {
   const int64_t workers = static_cast<int64_t>(partial.size()) / n;
   for (int64_t j = 0; j < n; ++j) {
-    float sum = 0.0f;
+    T sum = 0;
     for (int64_t w = 0; w < workers; ++w) sum += partial[w * n + j];
-    out[j] = sum;
+    out[j] = static_cast<float>(sum);
   }
 }
 
@@ -396,16 +415,20 @@ extern "C" int ResidualLayerNormBackward(int nparam, void **params, int *ndims, 
   return 0;
 }
 
-// Softmax cross-entropy per row, forward: nll = logsumexp(x) - x[label], the exponentials and their sum in double.
-// params: logits [N, C], labels int32 [N]; nll [N], lse float64 [N] (kept for the backward). Returns 2 if a label
-// is outside [0, C).
+// Softmax cross-entropy per row of z = x + b, forward: nll = logsumexp(z) - z[label]. The exponentials are float32,
+// their sum double; the backward divides the same float32 exponentials by that sum, so each gradient row sums to 0
+// up to its final roundings, however inexact the exponential is (a float32 exp biased by ~1e-6, as MindSpore's
+// CPU Exp is, pushed the output bias and every word-embedding row the same way at every step).
+// params: logits [N, C], bias [C], labels int32 [N]; nll [N], stats float64 [N, 2] = (max z, sum exp(z - max z))
+// per row, kept for the backward. Returns 2 if a label is outside [0, C).
 extern "C" int SoftmaxNllForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
                                  void *) {
-  if (nparam != 4) return 1;
+  if (nparam != 5) return 1;
   const float *x = static_cast<const float *>(params[0]);
-  const int32_t *labels = static_cast<const int32_t *>(params[1]);
-  float *nll = static_cast<float *>(params[2]);
-  double *lse = static_cast<double *>(params[3]);
+  const float *b = static_cast<const float *>(params[1]);
+  const int32_t *labels = static_cast<const int32_t *>(params[2]);
+  float *nll = static_cast<float *>(params[3]);
+  double *stats = static_cast<double *>(params[4]);
   const int64_t cols = shapes[0][ndims[0] - 1], rows = NumElements(ndims[0], shapes[0]) / cols;
   for (int64_t i = 0; i < rows; ++i) {
     if (labels[i] < 0 || labels[i] >= cols) return 2;
@@ -413,41 +436,16 @@ extern "C" int SoftmaxNllForward(int nparam, void **params, int *ndims, int64_t 
   ParallelFor(rows, 8, [=](int64_t begin, int64_t end, int64_t) {
     for (int64_t i = begin; i < end; ++i) {
       const float *row = x + i * cols;
-      float top = row[0];
+      float top = row[0] + b[0];
 #pragma omp simd reduction(max : top)
-      for (int64_t j = 0; j < cols; ++j) top = row[j] > top ? row[j] : top;
+      for (int64_t j = 0; j < cols; ++j) top = row[j] + b[j] > top ? row[j] + b[j] : top;
       double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
-      for (int64_t j = 0; j < cols; ++j) sum += ExpNonPositiveDouble(static_cast<double>(row[j]) - top);
-      lse[i] = top + std::log(sum);
-      nll[i] = static_cast<float>(lse[i] - row[labels[i]]);
-    }
-  });
-  return 0;
-}
-
-// Softmax cross-entropy backward: dx = dnll * (softmax(x) - onehot(label)), softmax from the forward's lse.
-// params: logits [N, C], labels int32 [N], lse float64 [N], dnll [N]; dlogits [N, C].
-extern "C" int SoftmaxNllBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
-                                  void *) {
-  if (nparam != 5) return 1;
-  const float *x = static_cast<const float *>(params[0]);
-  const int32_t *labels = static_cast<const int32_t *>(params[1]);
-  const double *lse = static_cast<const double *>(params[2]);
-  const float *dnll = static_cast<const float *>(params[3]);
-  float *dx = static_cast<float *>(params[4]);
-  const int64_t cols = shapes[0][ndims[0] - 1], rows = NumElements(ndims[0], shapes[0]) / cols;
-  ParallelFor(rows, 8, [=](int64_t begin, int64_t end, int64_t) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float *row = x + i * cols;
-      float *out = dx + i * cols;
-      const double shift = lse[i], scale = dnll[i];
-#pragma omp simd
-      for (int64_t j = 0; j < cols; ++j) {
-        out[j] = static_cast<float>(scale * ExpNonPositiveDouble(static_cast<double>(row[j]) - shift));
-      }
+      for (int64_t j = 0; j < cols; ++j) sum += ExpNonPositive(row[j] + b[j] - top);
+      stats[2 * i] = top;
+      stats[2 * i + 1] = sum;
       const int32_t label = labels[i];
-      out[label] = static_cast<float>(scale * (ExpNonPositiveDouble(static_cast<double>(row[label]) - shift) - 1.0));
+      nll[i] = static_cast<float>(top + std::log(sum) - (row[label] + b[label]));
     }
   });
   return 0;
@@ -455,12 +453,52 @@ extern "C" int SoftmaxNllBackward(int nparam, void **params, int *ndims, int64_t
 
 namespace {
 
+// One row of the softmax cross-entropy backward: dz = dnll · (exp(z - top) / sum - onehot(label)), added into db
+// (in double: each row holds one large negative entry among small positive ones, whose float32 sums lose ~1e-6).
+inline void SoftmaxNllBackwardRow(const float *__restrict x, const float *__restrict b, int64_t cols,
+                                  const double *stats, float dnll, int32_t label, float *__restrict dz,
+                                  double *__restrict db) {
+  const float top = static_cast<float>(stats[0]);
+  const double scale = dnll / stats[1];
+  for (int64_t j = 0; j < cols; ++j) dz[j] = static_cast<float>(scale * ExpNonPositive(x[j] + b[j] - top));
+  dz[label] = static_cast<float>(scale * ExpNonPositive(x[label] + b[label] - top) - dnll);
+  for (int64_t j = 0; j < cols; ++j) db[j] += dz[j];
+}
+
+}  // namespace
+
+// Softmax cross-entropy backward. params: logits [N, C], bias [C], labels int32 [N], stats float64 [N, 2] (from
+// the forward), dnll [N]; dlogits [N, C], dbias [C] (the column sums of dlogits).
+extern "C" int SoftmaxNllBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
+                                  void *) {
+  if (nparam != 7) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *b = static_cast<const float *>(params[1]);
+  const int32_t *labels = static_cast<const int32_t *>(params[2]);
+  const double *stats = static_cast<const double *>(params[3]);
+  const float *dnll = static_cast<const float *>(params[4]);
+  float *dx = static_cast<float *>(params[5]);
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = NumElements(ndims[0], shapes[0]) / cols;
+  std::vector<double> &partial = ZeroedScratch<double>(MaxWorkers() * cols);
+  ParallelFor(rows, 8, [&](int64_t begin, int64_t end, int64_t worker) {
+    for (int64_t i = begin; i < end; ++i) {
+      SoftmaxNllBackwardRow(x + i * cols, b, cols, stats + 2 * i, dnll[i], labels[i], dx + i * cols,
+                            partial.data() + worker * cols);
+    }
+  });
+  SumPartials(partial, cols, static_cast<float *>(params[6]));
+  return 0;
+}
+
+namespace {
+
 void AdamWeightDecayRange(float *__restrict w, float *__restrict m, float *__restrict v, const float *__restrict g,
-                          float lr, float wd, const float *hyper, int64_t begin, int64_t end) {
+                          float scale, float lr, float wd, const float *hyper, int64_t begin, int64_t end) {
   const float b1 = hyper[0], one_minus_b1 = hyper[1], b2 = hyper[2], one_minus_b2 = hyper[3], eps = hyper[4];
   for (int64_t i = begin; i < end; ++i) {
-    const float mi = b1 * m[i] + one_minus_b1 * g[i];
-    const float vi = b2 * v[i] + one_minus_b2 * (g[i] * g[i]);
+    const float gi = g[i] * scale;
+    const float mi = b1 * m[i] + one_minus_b1 * gi;
+    const float vi = b2 * v[i] + one_minus_b2 * (gi * gi);
     m[i] = mi;
     v[i] = vi;
     w[i] = w[i] - lr * (mi / (std::sqrt(vi) + eps) + wd * w[i]);
@@ -469,12 +507,15 @@ void AdamWeightDecayRange(float *__restrict w, float *__restrict m, float *__res
 
 }  // namespace
 
-// Google BERT's AdamWeightDecay update of one tensor (no bias correction; decoupled weight decay), in place:
+// Google BERT's AdamWeightDecay update of one tensor (no bias correction; decoupled weight decay), in place, for
+// the gradient g = scale * g_in (the step's unscaling and clipping, so that they cost no pass of their own):
 //   m = b1 m + (1-b1) g,  v = b2 v + (1-b2) g^2,  w = w - lr (m / (sqrt(v) + eps) + wd w)
-// params: w, m, v (written), g [n]; lr [], wd [], hyper [5] = (b1, 1-b1, b2, 1-b2, eps); done [1] (set to 1).
+// params: w, m, v (written), g_in [n]; lr [], wd [], hyper [5] = (b1, 1-b1, b2, 1-b2, eps), scale [];
+// done [1] (set to 1).
 extern "C" int AdamWeightDecayInPlace(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
                                       void *) {
-  if (nparam != 8) return 1;
+  if (nparam != 9) return 1;
+  *static_cast<float *>(params[8]) = 1.0f;
   float *w = static_cast<float *>(params[0]);
   float *m = static_cast<float *>(params[1]);
   float *v = static_cast<float *>(params[2]);
@@ -482,10 +523,10 @@ extern "C" int AdamWeightDecayInPlace(int nparam, void **params, int *ndims, int
   const float lr = *static_cast<const float *>(params[4]);
   const float wd = *static_cast<const float *>(params[5]);
   const float *hyper = static_cast<const float *>(params[6]);
+  const float scale = *static_cast<const float *>(params[7]);
   ParallelFor(NumElements(ndims[0], shapes[0]), 1 << 15, [=](int64_t begin, int64_t end, int64_t) {
-    AdamWeightDecayRange(w, m, v, g, lr, wd, hyper, begin, end);
+    AdamWeightDecayRange(w, m, v, g, scale, lr, wd, hyper, begin, end);
   });
-  *static_cast<float *>(params[7]) = 1.0f;
   return 0;
 }
 
@@ -500,19 +541,27 @@ double SumOfSquares(const float *__restrict x, int64_t begin, int64_t end) {
 
 }  // namespace
 
-// Sum of squares of all elements, accumulated in double; the global gradient norm's terms. MindSpore 2.10's CPU
-// MatMul does the same as a [1, n] x [n, 1] product at ~1 GB/s (29 ms for BERT's word embeddings, measured).
-// params: x [...]; sum [1].
+// Sum of squares of all elements of all inputs, accumulated in double: the global gradient norm's square, in one
+// op for every gradient (one op per tensor, plus the adds, cost ~4% of an L4-H256 step in launches alone).
+// MindSpore 2.10's CPU MatMul computes a tensor's part as a [1, n] x [n, 1] product at ~1 GB/s (29 ms for BERT's
+// word embeddings, measured). params: x_1 ... x_k [...]; sum [1].
 extern "C" int SquaredSum(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
-  if (nparam != 2) return 1;
-  const float *x = static_cast<const float *>(params[0]);
+  if (nparam < 2) return 1;
+  const int inputs = nparam - 1;
+  std::vector<int64_t> offset(inputs + 1, 0);  // the inputs' places in one index space
+  for (int t = 0; t < inputs; ++t) offset[t + 1] = offset[t] + NumElements(ndims[t], shapes[t]);
   std::vector<double> partial(MaxWorkers(), 0.0);
-  ParallelFor(NumElements(ndims[0], shapes[0]), 1 << 16, [&](int64_t begin, int64_t end, int64_t worker) {
-    partial[worker] = SumOfSquares(x, begin, end);
+  ParallelFor(offset[inputs], 1 << 16, [&](int64_t begin, int64_t end, int64_t worker) {
+    for (int t = 0; t < inputs; ++t) {
+      const int64_t lo = std::max(begin, offset[t]), hi = std::min(end, offset[t + 1]);
+      if (lo < hi) {
+        partial[worker] += SumOfSquares(static_cast<const float *>(params[t]), lo - offset[t], hi - offset[t]);
+      }
+    }
   });
   double total = 0.0;
   for (double p : partial) total += p;  // in worker order: the same sum every run
-  *static_cast<float *>(params[1]) = static_cast<float>(total);
+  *static_cast<float *>(params[inputs]) = static_cast<float>(total);
   return 0;
 }
 
@@ -678,6 +727,58 @@ extern "C" int MaskedSoftmaxBackward(int nparam, void **params, int *ndims, int6
   ParallelFor(NumElements(ndims[0], shapes[0]) / cols, 64, [=](int64_t begin, int64_t end, int64_t) {
     for (int64_t i = begin; i < end; ++i) {
       MaskedSoftmaxBackwardRow(p + i * cols, dp + i * cols, scale, cols, dx + i * cols);
+    }
+  });
+  return 0;
+}
+
+// Attention's softmax and its dropout, forward: probs = softmax(scale * scores + bias) as MaskedSoftmaxForward,
+// then y = dropout(probs) with DropoutForward's masks for the same (stream, step), element for element, while the
+// row is in cache. params: scores [B, A, S, T], bias [B, 1, 1, T], scale [1], stream int32 [4], step int32 [1],
+// keep_prob [1]; y [B, A, S, T], probs [B, A, S, T] (kept for the backward), mask uint8 [B, A, S, T].
+extern "C" int MaskedSoftmaxDropoutForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **,
+                                           void *, void *) {
+  if (nparam != 9 || ndims[0] != 4) return 1;
+  if (ndims[1] != 4 || shapes[1][0] != shapes[0][0] || shapes[1][1] != 1 || shapes[1][2] != 1 ||
+      shapes[1][3] != shapes[0][3]) return 3;  // the bias must be [B, 1, 1, T]
+  const float *x = static_cast<const float *>(params[0]);
+  const float *bias = static_cast<const float *>(params[1]);
+  const float scale = *static_cast<const float *>(params[2]);
+  const uint32_t key = DropoutKey(static_cast<const int32_t *>(params[3]),
+                                  static_cast<uint32_t>(*static_cast<const int32_t *>(params[4])));
+  const float keep_prob = *static_cast<const float *>(params[5]);
+  float *y = static_cast<float *>(params[6]);
+  float *probs = static_cast<float *>(params[7]);
+  uint8_t *mask = static_cast<uint8_t *>(params[8]);
+  const uint32_t threshold = KeepThreshold(keep_prob);
+  const float inverse_keep = 1.0f / keep_prob;
+  const int64_t cols = shapes[0][3], rows_per_batch = shapes[0][1] * shapes[0][2];
+  ParallelFor(shapes[0][0] * rows_per_batch, 64, [=](int64_t begin, int64_t end, int64_t) {
+    for (int64_t i = begin; i < end; ++i) {
+      MaskedSoftmaxRow(x + i * cols, bias + (i / rows_per_batch) * cols, scale, cols, probs + i * cols);
+      DropoutRange(probs, y, mask, key, threshold, inverse_keep, i * cols, (i + 1) * cols);
+    }
+  });
+  return 0;
+}
+
+// Its backward: dprobs = dy through the mask, then MaskedSoftmaxBackward's row. params: probs, mask uint8,
+// keep_prob [1], dy [B, A, S, T], scale [1]; dscores [B, A, S, T].
+extern "C" int MaskedSoftmaxDropoutBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **,
+                                            void *, void *) {
+  if (nparam != 6) return 1;
+  const float *p = static_cast<const float *>(params[0]);
+  const uint8_t *mask = static_cast<const uint8_t *>(params[1]);
+  const float inverse_keep = 1.0f / *static_cast<const float *>(params[2]);
+  const float *dy = static_cast<const float *>(params[3]);
+  const float scale = *static_cast<const float *>(params[4]);
+  float *dx = static_cast<float *>(params[5]);
+  const int64_t cols = shapes[0][ndims[0] - 1];
+  ParallelFor(NumElements(ndims[0], shapes[0]) / cols, 64, [=](int64_t begin, int64_t end, int64_t) {
+    std::vector<float> dp(cols);
+    for (int64_t i = begin; i < end; ++i) {
+      DropoutBackwardRange(dy + i * cols, mask + i * cols, dp.data(), inverse_keep, 0, cols);
+      MaskedSoftmaxBackwardRow(p + i * cols, dp.data(), scale, cols, dx + i * cols);
     }
   });
   return 0;

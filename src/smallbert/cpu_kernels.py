@@ -35,7 +35,7 @@ from smallbert import native
 logger = logging.getLogger("smallbert")
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.cc")
-FLAGS = ["-O3", "-march=native", "-std=c++17", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC", "-pthread",
+FLAGS = ["-O3", "-march=native", "-std=c++17", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC", "-pthread",
          "-D_GLIBCXX_USE_CXX11_ABI=0"]
 FALLBACK = ("using MindSpore's own LayerNorm, GELU, dropout, softmaxes, norms and AdamWeightDecay (slower; dropout "
             "masks not resumable)")
@@ -216,26 +216,33 @@ class FusedDropout(SeededDropout):
 
 
 class FusedSoftmaxNll(nn.Cell):
-    """(logits float32 [N, C], labels int32 [N]) → (nll float32 [N], logsumexp float64 [N]): per-row softmax
-    cross-entropy, -log softmax(logits)[label], with its backward dlogits = dnll · (softmax - onehot).
+    """(logits float32 [N, C], bias float32 [C], labels int32 [N]) → (nll float32 [N], stats float64 [N, 2]): per-row
+    softmax cross-entropy of z = logits + bias, -log softmax(z)[label], with its backward dz = dnll · (softmax(z) -
+    onehot) for the logits and its column sums for the bias.
 
-    The exponentials and their sums are in double precision. MindSpore 2.10's float32 CPU `Exp` is biased by
-    -1.6e-6 relative on average and its `LogSoftmax`/`Softmax` probabilities sum to 1 + ~1e-6, so every row of
-    the gradient softmax - onehot summed to ~1e-6 instead of 0, pushing the MLM output bias and every word-embedding
-    row the same way at every step. Never materialises the log-probabilities: it keeps only the logits and the
-    logsumexp for the backward (the logsumexp output carries no gradient). A label outside [0, C) fails the kernel.
+    The bias is the output layer's (the MLM decoder's [V], NSP's [2]): adding it here spares a pass over the
+    [N, V] logits each way and its gradient's own. The exponentials are float32 and their sums double, and the
+    backward divides the very exponentials the forward summed by that sum, so each gradient row sums to 0 up to its
+    final roundings. MindSpore 2.10's float32 `LogSoftmax`/`Softmax` probabilities sum to 1 + ~1e-6 on CPU, so
+    every row of softmax - onehot summed to ~1e-6 instead of 0, pushing the MLM output bias and every word-embedding
+    row the same way at every step. Never materialises the log-probabilities: the backward needs only the logits
+    and each row's max and sum (the `stats` output, which carries no gradient). A label outside [0, C) fails the
+    kernel.
     """
 
     def __init__(self):
         super().__init__()
-        self.forward = _custom("SoftmaxNllForward", lambda x, y: (y, y), lambda x, y: (x, mstype.float64))
-        self.backward = _custom("SoftmaxNllBackward", lambda x, y, lse, dnll: x, lambda x, y, lse, dnll: x)
+        self.forward = _custom("SoftmaxNllForward", lambda x, b, y: (y, [y[0], 2]),
+                               lambda x, b, y: (x, mstype.float64))
+        self.backward = _custom("SoftmaxNllBackward", lambda x, b, y, stats, dnll: (x, b),
+                                lambda x, b, y, stats, dnll: (x, b))
 
-    def construct(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        return self.forward(logits, labels)
+    def construct(self, logits: Tensor, bias: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        return self.forward(logits, bias, labels)
 
-    def bprop(self, logits, labels, out, dout):
-        return self.backward(logits, labels, out[1], dout[0]), ops.zeros_like(labels)
+    def bprop(self, logits, bias, labels, out, dout):
+        dlogits, dbias = self.backward(logits, bias, labels, out[1], dout[0])
+        return dlogits, dbias, ops.zeros_like(labels)
 
 
 class FusedQkvHeads(nn.Cell):
@@ -291,10 +298,34 @@ class FusedMaskedSoftmax(nn.Cell):
         return self.backward(out, dout, scale), ops.zeros_like(bias), ops.zeros_like(scale)
 
 
+class FusedMaskedSoftmaxDropout(nn.Cell):
+    """(scores, bias, scale as `FusedMaskedSoftmax`; stream, step, keep_prob as `FusedDropout`) → dropout(softmax(scale
+    · scores + bias)) [B, A, S, T], with its backward: attention's softmax and dropout in one pass each way, the
+    dropout drawing `FusedDropout`'s masks element for element (the caller counts the step). The separate passes
+    wrote and read the probabilities once more forward and their gradient once more backward."""
+
+    def __init__(self):
+        super().__init__()
+        self.forward = _custom("MaskedSoftmaxDropoutForward", lambda x, b, s, st, n, k: (x, x, x),
+                               lambda x, b, s, st, n, k: (x, x, mstype.uint8))
+        self.backward = _custom("MaskedSoftmaxDropoutBackward", lambda p, m, k, dy, s: p,
+                                lambda p, m, k, dy, s: p)
+
+    def construct(self, scores, bias, scale, stream, step, keep_prob):
+        """→ (the dropped probabilities, then what the backward keeps: the probabilities and the mask)."""
+        return self.forward(scores, bias, scale, stream, step, keep_prob)
+
+    def bprop(self, scores, bias, scale, stream, step, keep_prob, out, dout):
+        return (self.backward(out[1], out[2], keep_prob, dout[0], scale), ops.zeros_like(bias),
+                ops.zeros_like(scale), ops.zeros_like(stream), ops.zeros_like(step), ops.zeros_like(keep_prob))
+
+
 class AdamWeightDecayInPlace(ops.Custom):
-    """The op (w, m, v Parameters, g [n]; lr [], wd [], hyper [5] = (β1, 1-β1, β2, 1-β2, eps)) → done float32 [1]:
-    Google BERT's AdamWeightDecay step for one tensor, w ← w - lr·(m / (sqrt(v) + eps) + wd·w), written into w, m
-    and v. See `optim.AdamWeightDecay` for why not MindSpore's kernel.
+    """The op (w, m, v Parameters, g [n]; lr [], wd [], hyper [5] = (β1, 1-β1, β2, 1-β2, eps), scale []) → done
+    float32 [1]: Google BERT's AdamWeightDecay step for one tensor with gradient scale·g, w ← w - lr·(m / (sqrt(v)
+    + eps) + wd·w), written into w, m and v. See `optim.AdamWeightDecay` for why not MindSpore's kernel. `scale` is
+    the train step's unscaling and clipping factor: multiplied in here, it costs no op per tensor, and the product
+    scale·g is the one a separate float32 multiply gives.
 
     Declared as MindSpore declares its own in-place optimizer primitives: w, m and v written (`RW_WRITE`) and a
     memory side effect, so the graph orders the update after every read of w and keeps it though `done` is unused.
@@ -302,17 +333,18 @@ class AdamWeightDecayInPlace(ops.Custom):
 
     __mindspore_signature__ = (sig.make_sig("w", sig.sig_rw.RW_WRITE), sig.make_sig("m", sig.sig_rw.RW_WRITE),
                                sig.make_sig("v", sig.sig_rw.RW_WRITE), sig.make_sig("g"), sig.make_sig("lr"),
-                               sig.make_sig("wd"), sig.make_sig("hyper"))
+                               sig.make_sig("wd"), sig.make_sig("hyper"), sig.make_sig("scale"))
 
     def __init__(self):
-        super().__init__(f"{library()}:AdamWeightDecayInPlace", out_shape=lambda w, m, v, g, lr, wd, h: [1],
-                         out_dtype=lambda w, m, v, g, lr, wd, h: w, func_type="aot")
+        super().__init__(f"{library()}:AdamWeightDecayInPlace", out_shape=lambda w, *rest: [1],
+                         out_dtype=lambda w, *rest: w, func_type="aot")
         self.add_prim_attr("side_effect_mem", True)
 
 
 def squared_sum() -> ops.Custom:
-    """The op x float32 [...] → float32 [1], the sum of x's squares accumulated in double (for `train.global_norm`)."""
-    return _custom("SquaredSum", lambda x: [1], lambda x: x)
+    """The op (x_1, ..., x_k float32 [...]) → float32 [1], the sum of all their elements' squares accumulated in
+    double: `train.global_norm`'s square in one op for all the gradients."""
+    return _custom("SquaredSum", lambda *shapes: [1], lambda *dtypes: dtypes[0])
 
 
 def release_freed_heap() -> ops.Custom:

@@ -159,6 +159,9 @@ class BertSelfAttention(nn.Cell):
         self.dropout = dropout(config.attention_probs_dropout_prob)
         self.scale = 1.0 / math.sqrt(self.head_size)
         self.masked_softmax = cpu_kernels.FusedMaskedSoftmax() if cpu_kernels.enabled() else None
+        # in training, the softmax and dropout as one kernel drawing the dropout layer's masks
+        self.masked_softmax_dropout = (cpu_kernels.FusedMaskedSoftmaxDropout()
+                                       if isinstance(self.dropout, cpu_kernels.FusedDropout) else None)
         fused_heads = cpu_kernels.enabled() and compute_dtype == mstype.float32
         self.qkv_heads = cpu_kernels.FusedQkvHeads() if fused_heads else None
         self.merge_heads = cpu_kernels.FusedMergeHeads() if fused_heads else None
@@ -193,11 +196,15 @@ class BertSelfAttention(nn.Cell):
         q, k, v = self.heads(hidden_states)
         raw = self.scores_matmul(q, k).astype(mstype.float32)
         scores = raw * self.scale
-        if self.masked_softmax is None:
-            probs = ops.softmax(scores + attention_bias, axis=-1)
+        drop = self.dropout
+        if self.masked_softmax_dropout is not None and self.training and drop.p > 0.0:
+            probs = drop.counted(self.masked_softmax_dropout(raw, attention_bias, self.scale_tensor, drop.stream,
+                                                             drop.step, drop.keep_prob)[0])
+        elif self.masked_softmax is None:
+            probs = drop(ops.softmax(scores + attention_bias, axis=-1))
         else:  # the scale, mask and softmax in one pass; `scores` is then computed only if a caller uses it
-            probs = self.masked_softmax(raw, attention_bias, self.scale_tensor)
-        probs = self.dropout(probs).astype(v.dtype)
+            probs = drop(self.masked_softmax(raw, attention_bias, self.scale_tensor))
+        probs = probs.astype(v.dtype)
         context = self.context_matmul(probs, v)
         context = context.transpose(0, 2, 1, 3) if self.merge_heads is None else self.merge_heads(context)
         b, s = context.shape[0], context.shape[1]
@@ -402,11 +409,11 @@ class BertLMPredictionHead(nn.Cell):
         self.matmul = ops.MatMul(transpose_b=True)
         self.add_bias = BiasAdd()
 
-    def construct(self, x: Tensor, word_embeddings: Tensor) -> Tensor:
-        """x [N,H], word_embeddings [V,H] → float32 logits [N,V]."""
+    def construct(self, x: Tensor, word_embeddings: Tensor, add_bias: bool = True) -> Tensor:
+        """x [N,H], word_embeddings [V,H] → float32 logits [N,V]; without `bias` if not add_bias."""
         h = self.transform(x).astype(self.compute_dtype)
-        logits = self.matmul(h, word_embeddings.astype(self.compute_dtype))
-        return self.add_bias(logits.astype(mstype.float32), self.bias)
+        logits = self.matmul(h, word_embeddings.astype(self.compute_dtype)).astype(mstype.float32)
+        return self.add_bias(logits, self.bias) if add_bias else logits
 
 
 class BertPreTrainingHeads(nn.Cell):
@@ -426,26 +433,31 @@ class BertForPreTraining(BertPreTrainedModel):
         cpu_kernels.number_sites(self)
 
     def construct(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor,
-                  masked_lm_positions: Tensor) -> tuple[Tensor, Tensor]:
+                  masked_lm_positions: Tensor, output_biases: bool = True) -> tuple[Tensor, Tensor]:
         """input_ids, token_type_ids, attention_mask int32 [B,S]; masked_lm_positions int32 [B,P].
 
         Returns mlm_logits float32 [B,P,V] and nsp_logits float32 [B,2] (index 1 = "B is a random sentence").
+        With output_biases False both come before their output biases, `cls.predictions.bias` and
+        `cls.seq_relationship.bias`, for a loss that adds them itself (`cpu_kernels.FusedSoftmaxNll`).
         """
         sequence_output, pooled_output = self.bert(input_ids, token_type_ids, attention_mask)
-        nsp_logits = self.cls.seq_relationship(pooled_output).astype(mstype.float32)
-        return self.masked_lm_logits(sequence_output, masked_lm_positions), nsp_logits
+        nsp = self.cls.seq_relationship
+        nsp_logits = (nsp(pooled_output) if output_biases else nsp.project(pooled_output)).astype(mstype.float32)
+        return self.masked_lm_logits(sequence_output, masked_lm_positions, output_biases), nsp_logits
 
     def masked_lm_only(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor,
-                       masked_lm_positions: Tensor) -> Tensor:
+                       masked_lm_positions: Tensor, output_bias: bool = True) -> Tensor:
         """The MLM logits float32 [B,P,V] alone, without running the pooler and NSP head (`--mlm_only`)."""
         sequence_output = self.bert.encode(input_ids, token_type_ids, attention_mask)
-        return self.masked_lm_logits(sequence_output, masked_lm_positions)
+        return self.masked_lm_logits(sequence_output, masked_lm_positions, output_bias)
 
-    def masked_lm_logits(self, sequence_output: Tensor, masked_lm_positions: Tensor) -> Tensor:
+    def masked_lm_logits(self, sequence_output: Tensor, masked_lm_positions: Tensor,
+                         output_bias: bool = True) -> Tensor:
         """The MLM head alone: sequence_output float32 [B,S,H], masked_lm_positions int32 [B,P] → logits [B,P,V]."""
         masked = gather_positions(sequence_output, masked_lm_positions)
         b, p, h = masked.shape
-        mlm_logits = self.cls.predictions(masked.reshape(b * p, h), self.bert.embeddings.word_embeddings.weight)
+        mlm_logits = self.cls.predictions(masked.reshape(b * p, h), self.bert.embeddings.word_embeddings.weight,
+                                          output_bias)
         return mlm_logits.reshape(b, p, -1)
 
 

@@ -134,17 +134,20 @@ class AdamWeightDecay(_PerTensorOptimizer):
         super().__init__(learning_rate, params, weight_decay)
         self.hyper = Tensor([beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps], mstype.float32)
         self.no_decay = Tensor(0.0, mstype.float32)
+        self.one = Tensor(1.0, mstype.float32)
         self.moments1 = self._parameters.clone(prefix="adam_m", init="zeros")
         self.moments2 = self._parameters.clone(prefix="adam_v", init="zeros")
         self.update = cpu_kernels.AdamWeightDecayInPlace()
 
-    def construct(self, gradients: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    def construct(self, gradients: tuple[Tensor, ...], scale: Tensor | None = None) -> tuple[Tensor, ...]:
+        """Updates every parameter from `gradients` times `scale` (a float32 scalar; None: 1)."""
         lr, weight_decay = self.begin_update()
+        scale = self.one if scale is None else scale
         updated = ()
         for param, m, v, gradient, wd, decay in zip(self._parameters, self.moments1, self.moments2, gradients,
                                                     weight_decay, self.decay_flags):
             updated += (self.update(param, m, v, gradient.astype(mstype.float32), lr, wd if decay else self.no_decay,
-                                    self.hyper),)
+                                    self.hyper, scale),)
         return updated  # each tensor's done flag: the kernel writes w, m and v themselves
 
 

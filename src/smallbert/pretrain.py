@@ -51,28 +51,33 @@ PRETRAINING_COLUMNS = ("input_ids", "input_mask", "segment_ids", "masked_lm_posi
                        "masked_lm_weights", "next_sentence_labels")
 
 
-def token_nll(logits: Tensor, ids: Tensor, softmax_nll: nn.Cell | None = None) -> Tensor:
-    """-log softmax(logits)[id] per row: logits float32 [N,V], ids int32 [N] → [N].
+def token_nll(logits: Tensor, ids: Tensor, softmax_nll: nn.Cell | None = None, bias: Tensor | None = None) -> Tensor:
+    """-log softmax(logits + bias)[id] per row: logits float32 [N,V], ids int32 [N], bias float32 [V] or None
+    (logits that include it) → [N].
 
-    `softmax_nll`, a `cpu_kernels.FusedSoftmaxNll`, computes it if given. Otherwise log_softmax + gather rather
-    than `ops.cross_entropy(reduction="none")`: on CPU the latter's graph holds ~19 vocabulary-sized buffers
-    (1.5 GB at N=640, V=30522, measured) where this holds ~3.
+    `softmax_nll`, a `cpu_kernels.FusedSoftmaxNll`, computes it if given (bias required). Otherwise log_softmax
+    + gather rather than `ops.cross_entropy(reduction="none")`: on CPU the latter's graph holds ~19
+    vocabulary-sized buffers (1.5 GB at N=640, V=30522, measured) where this holds ~3.
     """
     if softmax_nll is not None:
-        return softmax_nll(logits.astype(mstype.float32), ids)[0]
+        return softmax_nll(logits.astype(mstype.float32), bias, ids)[0]
+    if bias is not None:
+        logits = logits + bias
     return -ops.gather_elements(ops.log_softmax(logits, -1), 1, ids.reshape(-1, 1)).reshape(-1)
 
 
 def masked_lm_loss(mlm_logits: Tensor, masked_lm_ids: Tensor, masked_lm_weights: Tensor,
-                   denominator: Tensor | None = None, softmax_nll: nn.Cell | None = None) -> Tensor:
+                   denominator: Tensor | None = None, softmax_nll: nn.Cell | None = None,
+                   output_bias: Tensor | None = None) -> Tensor:
     """Google's masked-LM loss: sum(w · nll) / (sum(w) + 1e-5) over the prediction slots.
 
     mlm_logits float32 [B,P,V]; masked_lm_ids int32 [B,P]; masked_lm_weights float32 [B,P], 1.0 for a real
     prediction and 0.0 for padding, so padded slots (whatever their ids) contribute nothing. `denominator`, a
-    float32 scalar, replaces sum(w) + 1e-5 (see `BertPreTrainingWithLoss.split_batch`). `softmax_nll`: see
-    `token_nll`. Returns a scalar.
+    float32 scalar, replaces sum(w) + 1e-5 (see `BertPreTrainingWithLoss.split_batch`). `softmax_nll` and
+    `output_bias` (float32 [V], when mlm_logits leave it out): see `token_nll`. Returns a scalar.
     """
-    nll = token_nll(mlm_logits.reshape(-1, mlm_logits.shape[-1]), masked_lm_ids.reshape(-1), softmax_nll)
+    nll = token_nll(mlm_logits.reshape(-1, mlm_logits.shape[-1]), masked_lm_ids.reshape(-1), softmax_nll,
+                    output_bias)
     weights = masked_lm_weights.reshape(-1)
     if denominator is None:
         denominator = weights.sum() + 1e-5
@@ -93,25 +98,29 @@ class BertPreTrainingWithLoss(nn.Cell):
         self.mlm_only = mlm_only
         # sums the ranks' shares of the MLM denominator (see split_batch)
         self.rank_sum = ops.AllReduce() if _data_parallel_world_size() > 1 else None
-        # on CPU, the losses' softmax in double precision: MindSpore's float32 one is biased (see FusedSoftmaxNll)
+        # on CPU the losses' softmax, with the output biases: MindSpore's is biased (see FusedSoftmaxNll)
         self.softmax_nll = cpu_kernels.FusedSoftmaxNll() if cpu_kernels.enabled() else None
 
     def construct(self, input_ids, input_mask, segment_ids, masked_lm_positions, masked_lm_ids, masked_lm_weights,
                   next_sentence_labels, mlm_denominator=None):
         if mlm_denominator is not None and self.rank_sum is not None:
             mlm_denominator = ops.stop_gradient(self.rank_sum(mlm_denominator))
+        fused = self.softmax_nll is not None  # the fused loss adds the output biases itself
+        heads = self.model.cls
+        mlm_bias = heads.predictions.bias if fused else None
         if self.mlm_only:
-            mlm_logits = self.model.masked_lm_only(input_ids, segment_ids, input_mask, masked_lm_positions)
+            mlm_logits = self.model.masked_lm_only(input_ids, segment_ids, input_mask, masked_lm_positions, not fused)
             mlm_loss = masked_lm_loss(mlm_logits, masked_lm_ids, masked_lm_weights, mlm_denominator,
-                                      self.softmax_nll)
+                                      self.softmax_nll, mlm_bias)
             return mlm_loss, mlm_loss, ops.zeros_like(mlm_loss)
-        mlm_logits, nsp_logits = self.model(input_ids, segment_ids, input_mask, masked_lm_positions)
-        mlm_loss = masked_lm_loss(mlm_logits, masked_lm_ids, masked_lm_weights, mlm_denominator, self.softmax_nll)
+        mlm_logits, nsp_logits = self.model(input_ids, segment_ids, input_mask, masked_lm_positions, not fused)
+        mlm_loss = masked_lm_loss(mlm_logits, masked_lm_ids, masked_lm_weights, mlm_denominator, self.softmax_nll,
+                                  mlm_bias)
         nsp_labels = next_sentence_labels.reshape(-1)
-        if self.softmax_nll is None:
-            nsp_loss = ops.cross_entropy(nsp_logits, nsp_labels)
+        if fused:
+            nsp_loss = token_nll(nsp_logits, nsp_labels, self.softmax_nll, heads.seq_relationship.bias).mean()
         else:
-            nsp_loss = token_nll(nsp_logits, nsp_labels, self.softmax_nll).mean()
+            nsp_loss = ops.cross_entropy(nsp_logits, nsp_labels)
         return mlm_loss + nsp_loss, mlm_loss, nsp_loss
 
     @staticmethod
