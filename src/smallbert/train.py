@@ -196,9 +196,8 @@ class TrainStep(nn.Cell):
         coefficient = inverse
         if self.max_grad_norm > 0:
             coefficient = inverse * self.max_grad_norm / ops.maximum(norm, self.max_grad_norm)
-        # A branch, not a flag the kernels read: without control flow MindSpore 2.10 runs a CPU graph through its
-        # runtime pipeline, whose queues spin (AsyncRQueue::Wait) on the cores the kernels need: 1.10 s against
-        # 0.77 s for an L4-H256 step (measured).
+        # A branch, not a flag the kernel reads: with the flag (no control flow) an L4-H256 step took 1.10 s
+        # against 0.77 s on CPU, MindSpore 2.10's runtime queues spinning (AsyncRQueue::Wait, 24% of CPU samples).
         if finite:
             if self.optimizer_scales:
                 self.optimizer(grads, coefficient)
@@ -251,7 +250,14 @@ class TrainStep(nn.Cell):
             outputs, overflow, scale = self._fused_step(*_tensors(batch))
             return PendingStep([outputs], overflow, scale)
         micro_batches = (split or split_batch)(batch, k)
-        micro_outputs = [self._accumulate(*_tensors(micro)) for micro in micro_batches]
+        # On CPU each micro-batch is waited for before the next graph is launched: one launched while another ran
+        # made each take twice as long (spinning runtime queues; see device.queues_steps and docs/benchmarks.md).
+        wait = not device.queues_steps(ms.get_context("device_target"))
+        micro_outputs = []
+        for micro in micro_batches:
+            micro_outputs.append(self._accumulate(*_tensors(micro)))
+            if wait:
+                micro_outputs[-1][0].asnumpy()
         overflow, scale = self._apply_accumulated()
         return PendingStep(micro_outputs, overflow, scale)
 
