@@ -112,16 +112,6 @@ inline void BiasGeluBackwardRow(const float *__restrict x, const float *__restri
   }
 }
 
-// n zeros in a buffer this thread keeps across calls. A vector allocated and freed per call is mmapped above
-// glibc's 128 KiB threshold, and freeing it raises that threshold for the whole process: that alone (a 0.5 MB
-// buffer) made the memory-bound ops of an L4-H256 train step up to 2x slower (measured).
-template <typename T>
-std::vector<T> &ZeroedScratch(size_t n) {
-  thread_local std::vector<T> buffer;
-  buffer.assign(n, T(0));
-  return buffer;
-}
-
 // Adds the per-worker partial sums partial[w * n + j] in worker order (the same result every run) into out[j].
 template <typename T>
 void SumPartials(const std::vector<T> &partial, int64_t n, float *out) {
@@ -479,7 +469,7 @@ extern "C" int SoftmaxNllBackward(int nparam, void **params, int *ndims, int64_t
   const float *dnll = static_cast<const float *>(params[4]);
   float *dx = static_cast<float *>(params[5]);
   const int64_t cols = shapes[0][ndims[0] - 1], rows = NumElements(ndims[0], shapes[0]) / cols;
-  std::vector<double> &partial = ZeroedScratch<double>(MaxWorkers() * cols);
+  std::vector<double> partial(MaxWorkers() * cols, 0.0);
   ParallelFor(rows, 8, [&](int64_t begin, int64_t end, int64_t worker) {
     for (int64_t i = begin; i < end; ++i) {
       SoftmaxNllBackwardRow(x + i * cols, b, cols, stats + 2 * i, dnll[i], labels[i], dx + i * cols,
