@@ -28,6 +28,11 @@ of an earlier commit) and prints our speed and memory against it, alternating in
     git worktree add --detach /tmp/before HEAD~1
     python bench/pretrain_throughput.py --baseline_src /tmp/before/src --no_compile
 
+`--accumulation_steps K` makes every step one update over K micro-batches of --batch_size: TrainStep's accumulation
+for ours, K forward/backward passes into the same .grad for torch:
+
+    python bench/pretrain_throughput.py --accumulation_steps 2 --baseline_src /tmp/before/src --no_compile
+
 `--device_target GPU|Ascend` runs the MindSpore workers there (the torch workers, CPU builds, are left out): with
 --window it shows whether queueing steps pays on that device, which is what `device.queues_steps` assumes.
 """
@@ -86,7 +91,8 @@ def mindspore_worker(args, config, batch):
     model = BertForPreTraining(config)
     model.set_train(True)
     net = BertPreTrainingWithLoss(model)
-    step = TrainStep(net, build_optimizer("adamw", net.trainable_params(), 1e-4), max_grad_norm=1.0)
+    step = TrainStep(net, build_optimizer("adamw", net.trainable_params(), 1e-4), max_grad_norm=1.0,
+                     accumulation_steps=args.accumulation_steps)
     queue = args.worker == "mindspore_async"  # launch the window's steps, then read them (run_pretrain off CPU)
 
     def window():
@@ -115,10 +121,11 @@ def torch_worker(args, config, batch):
     decay = [p for n, p in model.named_parameters() if not ("LayerNorm" in n or n.endswith("bias"))]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                                   lr=1e-4, eps=1e-6)
-    input_ids, input_mask, segment_ids, positions, masked_ids, weights, nsp_labels = (
-        torch.from_numpy(x).long() if x.dtype == np.int32 else torch.from_numpy(x) for x in batch)
+    columns = [torch.from_numpy(x).long() if x.dtype == np.int32 else torch.from_numpy(x) for x in batch]
+    k = args.accumulation_steps
+    micro_batches = [[c.chunk(k)[i] for c in columns] for i in range(k)]
 
-    def forward():
+    def forward(input_ids, input_mask, segment_ids, positions, masked_ids, weights, nsp_labels):
         sequence_output, pooled = model.bert(input_ids, attention_mask=input_mask, token_type_ids=segment_ids,
                                              return_dict=False)[:2]
         gathered = torch.gather(sequence_output, 1, positions.unsqueeze(-1).expand(-1, -1, config.hidden_size))
@@ -132,9 +139,10 @@ def torch_worker(args, config, batch):
         forward = torch.compile(forward)  # forward and, through AOTAutograd, its backward; clip and AdamW eager
 
     def step():
-        loss = forward()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for micro in micro_batches:
+            loss = forward(*micro)
+            (loss / k).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         return loss.item()
@@ -167,7 +175,8 @@ def run_worker(args) -> None:
     from smallbert import BertConfig
 
     config = BertConfig.from_json_file(args.config)
-    batch = make_batch(config.vocab_size, args.batch_size, args.seq_length, args.predictions)
+    batch = make_batch(config.vocab_size, args.batch_size * args.accumulation_steps, args.seq_length,
+                       args.predictions)
     build = {"sgemm": sgemm_worker}.get(args.worker) or (mindspore_worker if args.worker.startswith("mindspore")
                                                          else torch_worker)
     step = build(args, config, batch)
@@ -194,6 +203,8 @@ def main() -> None:
     parser.add_argument("--seq_length", type=int, default=128)
     parser.add_argument("--predictions", type=int, default=20, help="masked positions per sequence")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per framework, after the first")
+    parser.add_argument("--accumulation_steps", type=int, default=1,
+                        help="micro-batches of --batch_size per step (one update)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile worker")
     parser.add_argument("--device_target", choices=("CPU", "GPU", "Ascend"), default="CPU",
@@ -216,7 +227,7 @@ def main() -> None:
     command = [sys.executable, os.path.abspath(__file__), "--config", args.config, "--batch_size",
                str(args.batch_size), "--seq_length", str(args.seq_length), "--predictions", str(args.predictions),
                "--threads", str(args.threads), "--window", str(args.window), "--device_target", args.device_target,
-               "--worker"]
+               "--accumulation_steps", str(args.accumulation_steps), "--worker"]
     # PyTorch runs twice: as installed, and with OpenMP's passive wait. On a loaded machine the default spinning
     # threads can make torch several times slower; the ratio is taken against the faster of the two.
     runs = {"mindspore": ("mindspore", {})}
@@ -261,9 +272,11 @@ def main() -> None:
         worker.wait()
     runs.pop("sgemm", None)
     peak = statistics.median(sgemm_samples) if sgemm_samples else None
-    flops = train_flops(config, args.batch_size, args.seq_length, args.predictions)
+    sequences = args.batch_size * args.accumulation_steps  # per step
+    flops = train_flops(config, sequences, args.seq_length, args.predictions)
 
-    print(f"config {os.path.basename(args.config)}, batch {args.batch_size}, seq {args.seq_length}, "
+    print(f"config {os.path.basename(args.config)}, batch {args.batch_size} x {args.accumulation_steps} "
+          f"micro-batch(es), seq {args.seq_length}, "
           f"{args.predictions} predictions, {args.device_target}, {args.threads} threads, {args.steps} alternating "
           f"samples of {args.window} step(s) each, load average {os.getloadavg()[0]:.1f}")
     print(f"one train step = {flops / 1e9:.1f} GFLOP"
@@ -273,16 +286,17 @@ def main() -> None:
     for name in runs:
         gflops = flops / median[name] / 1e9
         print(f"{name:19s}  first step {first[name]:5.1f} s | median {median[name]:.3f} s/step "
-              f"(min {min(times[name]):.3f}) | {args.batch_size / median[name]:6.1f} seq/s | {gflops:6.1f} GFLOP/s"
+              f"(min {min(times[name]):.3f}) | {sequences / median[name]:6.1f} seq/s | {gflops:6.1f} GFLOP/s"
               + (f" ({gflops / peak:.0%} of peak)" if peak else "") + f" | peak host RSS {rss[name]:.2f} GB")
     if on_cpu:
         torch_best = min(median["torch"], median["torch (OMP passive)"])
         print(f"throughput ratio mindspore/torch (faster torch setting): {torch_best / median['mindspore']:.2f}x; "
               f"memory ratio mindspore/torch: {rss['mindspore'] / rss['torch']:.2f}x")
     launch = {name: statistics.median(values) for name, values in launches.items() if values}
-    print(f"host time to launch a mindspore step (numpy batch to Tensors, graph dispatch), median: "
-          f"{1e3 * launch['mindspore']:.2f} ms with no step running ({launch['mindspore'] / median['mindspore']:.1%} "
-          f"of the step: the framework's per-step overhead)")
+    if args.accumulation_steps == 1:  # with accumulation on CPU a launch waits for each micro-batch
+        print(f"host time to launch a mindspore step (numpy batch to Tensors, graph dispatch), median: "
+              f"{1e3 * launch['mindspore']:.2f} ms with no step running "
+              f"({launch['mindspore'] / median['mindspore']:.1%} of the step: the framework's per-step overhead)")
     if "mindspore (async)" in launch:
         print(f"mindspore launching {args.window} steps before reading them vs reading each: "
               f"{median['mindspore'] / median['mindspore (async)']:.2f}x the speed; a launch with a step running "
