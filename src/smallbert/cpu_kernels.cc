@@ -62,19 +62,6 @@ inline float ExpNonPositive(float v) {
   return p * __builtin_bit_cast(float, bits);
 }
 
-// exp(v) for v <= 0 in double precision (relative error ~1e-11), vectorisable. The softmax below needs it: float32
-// approximations biased by ~1e-6 (MindSpore's CPU Exp, measured) make every row of the cross-entropy gradient
-// softmax - onehot sum to ~1e-6 instead of 0, a push in the same direction at every step.
-inline double ExpNonPositiveDouble(double v) {
-  v = v < -700.0 ? -700.0 : v;
-  double n = (v * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0;  // round: 1.5 * 2^52
-  double r = v - n * 6.93147180369123816490e-01 - n * 1.90821492927058770002e-10;  // ln 2, split in two
-  double p = 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (1.0 / 720 +
-             r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880)))))))));
-  int64_t bits = (static_cast<int64_t>(n) + 1023) << 52;
-  return p * __builtin_bit_cast(double, bits);
-}
-
 // Standard normal CDF Phi(x) = (1 + erf(x / sqrt 2)) / 2 from z = |x| / sqrt 2 and e = exp(-z^2), erf from
 // Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
 inline float NormalCdf(float x, float z, float e) {
@@ -682,6 +669,12 @@ inline void MaskedSoftmaxBackwardRow(const float *__restrict p, const float *__r
   for (int64_t j = 0; j < cols; ++j) dx[j] = scale * p[j] * (dp[j] - dot);
 }
 
+// Whether input 1 (attention's mask bias) has the shape [B, 1, 1, T] for the scores [B, A, S, T] of input 0.
+bool IsMaskBias(const int *ndims, int64_t **shapes) {
+  return ndims[1] == 4 && shapes[1][0] == shapes[0][0] && shapes[1][1] == 1 && shapes[1][2] == 1 &&
+         shapes[1][3] == shapes[0][3];
+}
+
 }  // namespace
 
 // Attention's softmax(scale * scores + bias) over the last axis, forward. params: scores [B, A, S, T],
@@ -689,8 +682,7 @@ inline void MaskedSoftmaxBackwardRow(const float *__restrict p, const float *__r
 extern "C" int MaskedSoftmaxForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
                                     void *) {
   if (nparam != 4 || ndims[0] != 4) return 1;
-  if (ndims[1] != 4 || shapes[1][0] != shapes[0][0] || shapes[1][1] != 1 || shapes[1][2] != 1 ||
-      shapes[1][3] != shapes[0][3]) return 3;  // the bias must be [B, 1, 1, T]
+  if (!IsMaskBias(ndims, shapes)) return 3;
   const float *x = static_cast<const float *>(params[0]);
   const float *bias = static_cast<const float *>(params[1]);
   const float scale = *static_cast<const float *>(params[2]);
@@ -729,8 +721,7 @@ extern "C" int MaskedSoftmaxBackward(int nparam, void **params, int *ndims, int6
 extern "C" int MaskedSoftmaxDropoutForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **,
                                            void *, void *) {
   if (nparam != 9 || ndims[0] != 4) return 1;
-  if (ndims[1] != 4 || shapes[1][0] != shapes[0][0] || shapes[1][1] != 1 || shapes[1][2] != 1 ||
-      shapes[1][3] != shapes[0][3]) return 3;  // the bias must be [B, 1, 1, T]
+  if (!IsMaskBias(ndims, shapes)) return 3;
   const float *x = static_cast<const float *>(params[0]);
   const float *bias = static_cast<const float *>(params[1]);
   const float scale = *static_cast<const float *>(params[2]);
